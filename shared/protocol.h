@@ -1,0 +1,229 @@
+// xsock control protocol, version 1.
+//
+// Messages travel on an AF_UNIX SOCK_SEQPACKET connection between libxsock.so and
+// xsockd, one message per packet, descriptors (channel, memfd) beside them with
+// SCM_RIGHTS. Every field is fixed-width little-endian; docs/protocol.md gives the byte
+// layout of each message. The decoder treats its input as hostile: it checks the header,
+// the exact length of every message type, every enumerated field and every reserved
+// field, and names the offending field in the error it returns.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace xsock::proto {
+
+inline constexpr uint32_t kMagic = 0x314B5358;  // "XSK1" as little-endian bytes
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 16;
+inline constexpr size_t kMaxOptLen = 256;
+inline constexpr size_t kMaxMessageSize = 512;
+inline constexpr uint16_t kReplyBit = 0x8000;
+
+// Capability bits exchanged in Hello; a feature is used only when both sides offer it.
+inline constexpr uint32_t kCapIpv6 = 1u << 0;
+inline constexpr uint32_t kCapStats = 1u << 1;
+inline constexpr uint32_t kAllCaps = kCapIpv6 | kCapStats;
+
+enum class MsgType : uint16_t {
+  kHello = 1,
+  kSocket = 2,
+  kConnect = 3,
+  kRelease = 4,
+  kShutdown = 5,
+  kGetSockName = 6,
+  kGetPeerName = 7,
+  kSetSockOpt = 8,
+  kGetSockOpt = 9,
+  kAttach = 10,
+  kStats = 11,
+};
+
+// A socket address on the wire: 28 bytes. family is AF_INET or AF_INET6; port is the
+// number (not network order); for AF_INET only addr[0..3] is used and the rest, flowinfo
+// and scope_id must be zero.
+struct SockAddr {
+  uint16_t family = 0;
+  uint16_t port = 0;
+  uint32_t flowinfo = 0;
+  std::array<uint8_t, 16> addr{};
+  uint32_t scope_id = 0;
+  bool operator==(const SockAddr&) const = default;
+};
+
+// sockaddr_in / sockaddr_in6 <-> SockAddr. FromSockaddr fails (InvalidArgument) for other
+// families or a short length; ToSockaddr returns the length written.
+absl::StatusOr<SockAddr> FromSockaddr(const sockaddr* sa, socklen_t len);
+socklen_t ToSockaddr(const SockAddr& a, sockaddr_storage* out);
+std::string ToString(const SockAddr& a);  // "127.0.0.1:80", "[::1]:22"
+
+// ---- Requests (library -> xsockd) ----
+
+struct HelloRequest {
+  uint16_t min_version = kVersion;
+  uint16_t max_version = kVersion;
+  uint32_t caps = 0;
+  bool operator==(const HelloRequest&) const = default;
+};
+// Creates a backend socket. Reply carries two descriptors: the channel, then the memfd.
+struct SocketRequest {
+  uint32_t domain = 0;      // AF_INET or AF_INET6
+  uint32_t type = 0;        // SOCK_STREAM (flags stripped)
+  uint32_t protocol = 0;    // 0 or IPPROTO_TCP
+  uint32_t ring_order = 0;  // 0: backend default, else kMinRingOrder..kMaxRingOrder
+  bool operator==(const SocketRequest&) const = default;
+};
+struct ConnectRequest {
+  uint64_t socket_id = 0;
+  SockAddr addr;
+  bool operator==(const ConnectRequest&) const = default;
+};
+struct ReleaseRequest {
+  uint64_t socket_id = 0;
+  bool operator==(const ReleaseRequest&) const = default;
+};
+struct ShutdownRequest {
+  uint64_t socket_id = 0;
+  uint32_t how = 0;  // SHUT_RD, SHUT_WR or SHUT_RDWR
+  bool operator==(const ShutdownRequest&) const = default;
+};
+struct GetSockNameRequest {
+  uint64_t socket_id = 0;
+  bool operator==(const GetSockNameRequest&) const = default;
+};
+struct GetPeerNameRequest {
+  uint64_t socket_id = 0;
+  bool operator==(const GetPeerNameRequest&) const = default;
+};
+struct SetSockOptRequest {
+  uint64_t socket_id = 0;
+  int32_t level = 0;
+  int32_t optname = 0;
+  std::vector<uint8_t> value;  // at most kMaxOptLen bytes
+  bool operator==(const SetSockOptRequest&) const = default;
+};
+struct GetSockOptRequest {
+  uint64_t socket_id = 0;
+  int32_t level = 0;
+  int32_t optname = 0;
+  uint32_t optlen = 0;  // room the caller has, at most kMaxOptLen
+  bool operator==(const GetSockOptRequest&) const = default;
+};
+// Re-attaches an inherited socket: one descriptor (the app's channel end) travels with it.
+struct AttachRequest {
+  bool operator==(const AttachRequest&) const = default;
+};
+struct StatsRequest {
+  bool operator==(const StatsRequest&) const = default;
+};
+
+using Request = std::variant<HelloRequest, SocketRequest, ConnectRequest, ReleaseRequest,
+                             ShutdownRequest, GetSockNameRequest, GetPeerNameRequest,
+                             SetSockOptRequest, GetSockOptRequest, AttachRequest, StatsRequest>;
+
+// ---- Replies (xsockd -> library). err is a positive errno, 0 for success. ----
+
+struct HelloReply {
+  int32_t err = 0;
+  uint16_t version = kVersion;
+  uint32_t caps = 0;
+  uint32_t server_pid = 0;
+  bool operator==(const HelloReply&) const = default;
+};
+struct SocketReply {
+  int32_t err = 0;
+  uint32_t ring_order = 0;
+  uint64_t socket_id = 0;
+  bool operator==(const SocketReply&) const = default;
+};
+// err: 0 (connected), EINPROGRESS (completion is reported through the socket page), or
+// the connect's errno.
+struct ConnectReply {
+  int32_t err = 0;
+  bool operator==(const ConnectReply&) const = default;
+};
+struct ReleaseReply {
+  int32_t err = 0;
+  bool operator==(const ReleaseReply&) const = default;
+};
+struct ShutdownReply {
+  int32_t err = 0;
+  bool operator==(const ShutdownReply&) const = default;
+};
+struct GetSockNameReply {
+  int32_t err = 0;
+  SockAddr addr;  // all zero when err != 0
+  bool operator==(const GetSockNameReply&) const = default;
+};
+struct GetPeerNameReply {
+  int32_t err = 0;
+  SockAddr addr;
+  bool operator==(const GetPeerNameReply&) const = default;
+};
+struct SetSockOptReply {
+  int32_t err = 0;
+  bool operator==(const SetSockOptReply&) const = default;
+};
+struct GetSockOptReply {
+  int32_t err = 0;
+  std::vector<uint8_t> value;  // at most kMaxOptLen bytes
+  bool operator==(const GetSockOptReply&) const = default;
+};
+// One descriptor (the memfd) travels with a successful reply.
+struct AttachReply {
+  int32_t err = 0;
+  uint32_t ring_order = 0;
+  uint64_t socket_id = 0;
+  uint32_t state = 0;  // SocketState
+  bool operator==(const AttachReply&) const = default;
+};
+struct StatsReply {
+  int32_t err = 0;
+  uint64_t clients_now = 0;
+  uint64_t clients_total = 0;
+  uint64_t sockets_now = 0;
+  uint64_t sockets_total = 0;
+  uint64_t connects_ok = 0;
+  uint64_t connects_failed = 0;
+  uint64_t bytes_to_host = 0;    // app -> host socket
+  uint64_t bytes_from_host = 0;  // host socket -> app
+  bool operator==(const StatsReply&) const = default;
+};
+
+using Reply = std::variant<HelloReply, SocketReply, ConnectReply, ReleaseReply, ShutdownReply,
+                           GetSockNameReply, GetPeerNameReply, SetSockOptReply,
+                           GetSockOptReply, AttachReply, StatsReply>;
+
+MsgType TypeOf(const Request& r);
+MsgType TypeOf(const Reply& r);
+const char* Name(MsgType t);  // "connect", ...; "unknown" otherwise
+
+// Descriptors that must accompany a message of this type (replies: when err == 0).
+int FdsWithRequest(MsgType t);
+int FdsWithReply(MsgType t);
+
+// Encoders produce a complete message (header + body). They never fail for values the
+// decoder would accept; callers must not pass out-of-range values (checked by assert).
+std::vector<uint8_t> EncodeRequest(uint32_t seq, const Request& r);
+std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& r);
+
+template <class T>
+struct Decoded {
+  uint32_t seq = 0;
+  T msg;
+};
+
+// Decoders accept exactly one complete message. Errors are InvalidArgument with a reason
+// naming the field, e.g. "connect.addr.family: 3 is neither AF_INET nor AF_INET6".
+absl::StatusOr<Decoded<Request>> DecodeRequest(std::span<const uint8_t> bytes);
+absl::StatusOr<Decoded<Reply>> DecodeReply(std::span<const uint8_t> bytes);
+
+}  // namespace xsock::proto

@@ -1,0 +1,24 @@
+#include "shared/syscalls.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace xsock {
+
+const Syscalls& LibcSyscalls() {
+  static const Syscalls table = {
+      .socket = ::socket,
+      .connect = ::connect,
+      .close = ::close,
+      .sendmsg = ::sendmsg,
+      .recvmsg = ::recvmsg,
+      .poll = ::poll,
+      .fcntl = ::fcntl,
+      .getsockopt = ::getsockopt,
+      .setsockopt = ::setsockopt,
+      .dup3 = ::dup3,
+  };
+  return table;
+}
+
+}  // namespace xsock
