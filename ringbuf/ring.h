@@ -17,9 +17,12 @@ namespace xsock::ring {
 
 // Where one direction's state lives. Every pointer may point into shared memory.
 struct RingRefs {
-  std::atomic<uint32_t>* cons = nullptr;   // written by the consumer only
-  std::atomic<uint32_t>* prod = nullptr;   // written by the producer only
-  std::atomic<int32_t>* error = nullptr;   // written by the producer only
+  std::atomic<uint32_t>* cons = nullptr;  // written by the consumer only
+  std::atomic<uint32_t>* prod = nullptr;  // written by the producer only
+  // Written by one side only: the producer (Producer::SetError) or the consumer
+  // (Consumer::SetError), as the layer above decides for each direction. PVCalls has the
+  // backend write both: in_error as producer of in, out_error as consumer of out.
+  std::atomic<int32_t>* error = nullptr;
   std::byte* data = nullptr;
   uint32_t size = 0;  // power of two, at least 2
 };
@@ -108,6 +111,12 @@ class Producer {
     r_.error->store(err, std::memory_order_release);
   }
 
+  // The error word when the consumer writes it (e.g. "the bytes you send are dropped").
+  int32_t Error() const {
+    // Acquire pairs with the consumer's release-store in Consumer::SetError().
+    return r_.error->load(std::memory_order_acquire);
+  }
+
   uint32_t prod() const { return prod_; }
   uint32_t size() const { return r_.size; }
 
@@ -156,10 +165,19 @@ class Consumer {
     return r.bytes;
   }
 
-  // The producer's error word; meaningful once Peek() shows the ring empty.
+  // The producer's error word. Read it BEFORE Peek(): an error read first means every byte
+  // published before it is visible to that Peek(), so "error set, then ring empty" is the
+  // end of the stream. (An empty Peek() followed by a set error proves nothing: the last
+  // bytes and the error may both have been published in between.)
   int32_t Error() const {
     // Acquire pairs with the producer's release-store in Producer::SetError().
     return r_.error->load(std::memory_order_acquire);
+  }
+
+  // Consumer-to-producer error word (0: none), for a direction whose consumer reports.
+  void SetError(int32_t err) {
+    // Release pairs with the producer's acquire-load in Producer::Error().
+    r_.error->store(err, std::memory_order_release);
   }
 
   uint32_t cons() const { return cons_; }

@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -54,6 +56,7 @@ class Reader {
   int32_t I32() { return static_cast<int32_t>(U32()); }
   void Bytes(uint8_t* dst, size_t n) {
     assert(n <= left());
+    if (n == 0) return;  // dst may be an empty vector's nullptr: memcpy(nullptr, ...) is UB
     std::memcpy(dst, b_.data() + pos_, n);
     pos_ += n;
   }
@@ -94,9 +97,8 @@ absl::Status CheckAddr(absl::string_view where, const SockAddr& a) {
     return Badf(where, ".family: ", a.family, " is neither AF_INET nor AF_INET6");
   }
   if (a.family == AF_INET) {
-    if (a.flowinfo != 0 || a.scope_id != 0) {
-      return Badf(where, ": flowinfo and scope_id must be 0 for AF_INET");
-    }
+    if (a.flowinfo != 0) return Badf(where, ".flowinfo: ", a.flowinfo, " must be 0 for AF_INET");
+    if (a.scope_id != 0) return Badf(where, ".scope_id: ", a.scope_id, " must be 0 for AF_INET");
     for (size_t i = 4; i < a.addr.size(); ++i) {
       if (a.addr[i] != 0) return Badf(where, ".addr: bytes 4..15 must be 0 for AF_INET");
     }
@@ -430,14 +432,15 @@ absl::StatusOr<SockAddr> FromSockaddr(const sockaddr* sa, socklen_t len) {
     return a;
   }
   if (sa->sa_family == AF_INET6) {
-    if (len < static_cast<socklen_t>(sizeof(sockaddr_in6))) {
-      return Bad("address: short sockaddr_in6");
-    }
-    sockaddr_in6 in6;
-    std::memcpy(&in6, sa, sizeof(in6));
+    // Linux accepts the RFC 2133 sockaddr_in6 without sin6_scope_id (24 bytes), and then
+    // takes the scope as 0; so do we, so a routed socket accepts what a kernel one does.
+    constexpr socklen_t kRfc2133Len = offsetof(sockaddr_in6, sin6_scope_id);
+    if (len < kRfc2133Len) return Bad("address: short sockaddr_in6");
+    sockaddr_in6 in6 = {};
+    std::memcpy(&in6, sa, std::min<size_t>(len, sizeof(in6)));
     a.family = AF_INET6;
     a.port = ntohs(in6.sin6_port);
-    a.flowinfo = in6.sin6_flowinfo;
+    a.flowinfo = ntohl(in6.sin6_flowinfo);  // a number on the wire, like the port
     std::memcpy(a.addr.data(), &in6.sin6_addr, 16);
     a.scope_id = in6.sin6_scope_id;
     return a;
@@ -457,7 +460,7 @@ socklen_t ToSockaddr(const SockAddr& a, sockaddr_storage* out) {
   auto* in6 = reinterpret_cast<sockaddr_in6*>(out);
   in6->sin6_family = AF_INET6;
   in6->sin6_port = htons(a.port);
-  in6->sin6_flowinfo = a.flowinfo;
+  in6->sin6_flowinfo = htonl(a.flowinfo);
   std::memcpy(&in6->sin6_addr, a.addr.data(), 16);
   in6->sin6_scope_id = a.scope_id;
   return sizeof(sockaddr_in6);

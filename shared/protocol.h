@@ -47,9 +47,9 @@ enum class MsgType : uint16_t {
   kStats = 11,
 };
 
-// A socket address on the wire: 28 bytes. family is AF_INET or AF_INET6; port is the
-// number (not network order); for AF_INET only addr[0..3] is used and the rest, flowinfo
-// and scope_id must be zero.
+// A socket address on the wire: 28 bytes. family is AF_INET or AF_INET6; port and
+// flowinfo are numbers (not network order); for AF_INET only addr[0..3] is used and the
+// rest, flowinfo and scope_id must be zero.
 struct SockAddr {
   uint16_t family = 0;
   uint16_t port = 0;
@@ -60,7 +60,8 @@ struct SockAddr {
 };
 
 // sockaddr_in / sockaddr_in6 <-> SockAddr. FromSockaddr fails (InvalidArgument) for other
-// families or a short length; ToSockaddr returns the length written.
+// families or a length the kernel would refuse (a 24-byte RFC 2133 sockaddr_in6 is
+// accepted, scope 0); ToSockaddr returns the length written.
 absl::StatusOr<SockAddr> FromSockaddr(const sockaddr* sa, socklen_t len);
 socklen_t ToSockaddr(const SockAddr& a, sockaddr_storage* out);
 std::string ToString(const SockAddr& a);  // "127.0.0.1:80", "[::1]:22"

@@ -17,6 +17,7 @@ const Syscalls& LibcSyscalls() {
       .getsockopt = ::getsockopt,
       .setsockopt = ::setsockopt,
       .dup3 = ::dup3,
+      .epoll_ctl = ::epoll_ctl,
   };
   return table;
 }

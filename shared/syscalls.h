@@ -5,6 +5,7 @@
 #pragma once
 
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -21,6 +22,7 @@ struct Syscalls {
   int (*getsockopt)(int, int, int, void*, socklen_t*);
   int (*setsockopt)(int, int, int, const void*, socklen_t);
   int (*dup3)(int, int, int);
+  int (*epoll_ctl)(int, int, int, epoll_event*);
 };
 
 // libc's functions, as linked into the calling binary.

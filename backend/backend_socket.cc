@@ -1,0 +1,618 @@
+#include "backend/backend_socket.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "backend/errors.h"
+#include "backend/log.h"
+#include "backend/sockopt_policy.h"
+
+namespace xsock::backend {
+namespace {
+
+constexpr uint32_t kChannelEvents = EPOLLIN | EPOLLRDHUP | EPOLLET;
+constexpr uint32_t kHostEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+// A drain reads at most this many chunks per pass, so one app that keeps writing to its
+// channel cannot hold the loop; the rest is drained on the next pass (held() covers it).
+constexpr int kMaxDrainChunks = 256;
+
+const char* StateName(SocketState s) {
+  switch (s) {
+    case SocketState::kIdle: return "idle";
+    case SocketState::kConnecting: return "connecting";
+    case SocketState::kConnected: return "connected";
+    case SocketState::kFailed: return "failed";
+    case SocketState::kClosed: return "closed";
+  }
+  return "unknown";
+}
+
+msghdr IovMessage(ring::Regions& r) {
+  msghdr msg = {};
+  msg.msg_iov = r.iov;
+  msg.msg_iovlen = static_cast<size_t>(r.count);
+  return msg;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::Create(const SocketParams& params,
+                                                                     SocketEnv env,
+                                                                     UniqueFd* app_end) {
+  UniqueFd host(socket(params.domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!host.valid()) return ErrnoError(errno, "socket");
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    return ErrnoError(errno, "socketpair");
+  }
+  UniqueFd ours(pair[0]);
+  UniqueFd app(pair[1]);
+  const int flags = fcntl(ours.get(), F_GETFL);
+  if (flags < 0 || fcntl(ours.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return ErrnoError(errno, "fcntl O_NONBLOCK on channel");
+  }
+  // attach recognises the app's end by this identity, whichever process passes it back.
+  struct stat st;
+  if (fstat(app.get(), &st) != 0) return ErrnoError(errno, "fstat channel");
+
+  auto mem = SocketMemory::Create(params.id, params.ring_order);
+  if (!mem.ok()) return mem.status();
+
+  std::unique_ptr<BackendSocket> sock(new BackendSocket(
+      params, env, std::move(*mem), std::move(ours), std::move(host), st.st_dev, st.st_ino));
+  if (auto s = env.loop->Add(sock->channel_.get(), kChannelEvents,
+                             Token{Source::kChannel, params.id});
+      !s.ok()) {
+    return s;
+  }
+  *app_end = std::move(app);
+  return sock;
+}
+
+BackendSocket::BackendSocket(const SocketParams& params, SocketEnv env, SocketMemory mem,
+                             UniqueFd channel, UniqueFd host, dev_t app_dev, ino_t app_ino)
+    : params_(params),
+      env_(env),
+      mem_(std::move(mem)),
+      channel_(std::move(channel)),
+      host_(std::move(host)),
+      app_dev_(app_dev),
+      app_ino_(app_ino),
+      in_(InRing(mem_.base(), params.ring_order)),
+      out_(OutRing(mem_.base(), params.ring_order)) {}
+
+BackendSocket::~BackendSocket() {
+  if (channel_.valid()) env_.loop->Remove(channel_.get());
+  StopWatchingHost();
+}
+
+std::string BackendSocket::Who() const {
+  return fmt::format("socket={} client={} pid={}", params_.id, params_.client_id,
+                     params_.client_pid);
+}
+
+void BackendSocket::SetState(SocketState state) {
+  state_ = state;
+  // Release: so_error and the error words stored before are visible to an app that sees
+  // the new state.
+  page()->state.store(static_cast<uint32_t>(state), std::memory_order_release);
+}
+
+// ---- Control requests ----
+
+int BackendSocket::Connect(const proto::SockAddr& addr) {
+  switch (state_) {
+    case SocketState::kIdle: break;
+    case SocketState::kConnecting: return EALREADY;
+    case SocketState::kConnected: return EISCONN;
+    // The channel of a failed or closed socket is shut down for good; unlike a kernel
+    // socket it cannot be connected again.
+    case SocketState::kFailed:
+    case SocketState::kClosed: return ECONNABORTED;
+  }
+  if (!host_.valid() || app_gone_) return EBADF;
+  dest_ = addr;
+  sockaddr_storage ss;
+  const socklen_t len = proto::ToSockaddr(addr, &ss);
+  int err = ::connect(host_.get(), reinterpret_cast<const sockaddr*>(&ss), len) == 0 ? 0 : errno;
+  if (err == EINTR) err = EINPROGRESS;  // the connect goes on asynchronously
+  if (err != 0 && err != EINPROGRESS) {
+    env_.stats->connects_failed++;
+    Log(LogLevel::kInfo, "event=connect_failed {} dst={} errno={}", Who(), proto::ToString(addr),
+        ErrnoName(err));
+    // Nothing changed on the host socket, so the socket stays idle and may be connected
+    // again; only the stuffing the library queued before the request is drained, which
+    // gives the descriptor back its writability.
+    DrainChannel();
+    return err;
+  }
+  if (auto s = env_.loop->Add(host_.get(), kHostEvents, Token{Source::kHost, params_.id});
+      !s.ok()) {
+    Log(LogLevel::kWarn, "event=connect_failed {} dst={} error={}", Who(), proto::ToString(addr),
+        Quoted(std::string(s.message())));
+    ConnectFailed(ErrnoOf(s, ENOMEM));
+    Pass();
+    return EINPROGRESS;
+  }
+  host_watched_ = true;
+  if (err == 0) {
+    Connected();
+    Pass();
+    return 0;
+  }
+  SetState(SocketState::kConnecting);
+  Log(LogLevel::kDebug, "event=connect_started {} dst={}", Who(), proto::ToString(addr));
+  return EINPROGRESS;
+}
+
+int BackendSocket::Shutdown(int how) {
+  if (state_ != SocketState::kConnected) return ENOTCONN;
+  const bool rd = how == SHUT_RD || how == SHUT_RDWR;
+  const bool wr = how == SHUT_WR || how == SHUT_RDWR;
+  Log(LogLevel::kDebug, "event=shutdown {} how={}", Who(), how);
+  if (rd && !in_done_) {
+    ::shutdown(host_.get(), SHUT_RD);
+    FinishIn(kRingEof);
+  }
+  if (wr && !host_wr_shut_) shut_wr_pending_ = true;
+  Pass();
+  return 0;
+}
+
+void BackendSocket::Release() {
+  if (released_) return;
+  released_ = true;
+  Log(LogLevel::kInfo, "event=release {} state={}", Who(), StateName(state_));
+  app_gone_ = true;
+  // Any other holder of the app's end now sees a hang-up (reads: ECONNRESET).
+  ::shutdown(channel_.get(), SHUT_RDWR);
+  channel_wr_shut_ = true;
+  Pass();
+}
+
+int BackendSocket::GetSockName(proto::SockAddr* addr) const {
+  if (!host_.valid()) return ENOTCONN;
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getsockname(host_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return errno;
+  auto a = proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+  if (!a.ok()) return EAFNOSUPPORT;
+  *addr = *a;
+  return 0;
+}
+
+int BackendSocket::GetPeerName(proto::SockAddr* addr) const {
+  if (!host_.valid()) return ENOTCONN;
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getpeername(host_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return errno;
+  auto a = proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+  if (!a.ok()) return EAFNOSUPPORT;
+  *addr = *a;
+  return 0;
+}
+
+int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> value) {
+  if (int err = CheckSetSockOpt(level, optname, value); err != 0) return err;
+  if (!host_.valid()) return EINVAL;
+  if (level == SOL_SOCKET && optname == SO_LINGER) {
+    struct linger l;
+    if (value.size() < sizeof(l)) return EINVAL;
+    std::memcpy(&l, value.data(), sizeof(l));
+    // close() with a positive linger time blocks even on a nonblocking socket, which would
+    // stall the event loop: such a linger is recorded (getsockopt reports it) and the host
+    // socket closes in the background as without SO_LINGER. Linger 0 (abortive close, RST)
+    // is applied as is.
+    struct linger applied = l;
+    if (l.l_onoff != 0 && l.l_linger > 0) applied = {0, 0};
+    if (setsockopt(host_.get(), level, optname, &applied, sizeof(applied)) != 0) return errno;
+    linger_ = l;
+    linger_recorded_ = true;
+    return 0;
+  }
+  if (setsockopt(host_.get(), level, optname, value.data(),
+                 static_cast<socklen_t>(value.size())) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
+int BackendSocket::GetSockOpt(int level, int optname, uint32_t optlen,
+                              std::vector<uint8_t>* value) const {
+  if (ClassifySockOpt(level, optname) == OptAccess::kDenied) return ENOPROTOOPT;
+  if (!host_.valid()) return EINVAL;
+  if (level == SOL_SOCKET && optname == SO_LINGER && linger_recorded_) {
+    value->assign(reinterpret_cast<const uint8_t*>(&linger_),
+                  reinterpret_cast<const uint8_t*>(&linger_) + std::min<size_t>(optlen, sizeof(linger_)));
+    return 0;
+  }
+  uint8_t buf[proto::kMaxOptLen];
+  socklen_t len = optlen;
+  if (getsockopt(host_.get(), level, optname, buf, &len) != 0) return errno;
+  value->assign(buf, buf + std::min<size_t>(len, optlen));
+  return 0;
+}
+
+// ---- Events ----
+
+void BackendSocket::OnChannelEvent(uint32_t events) {
+  if (finished_) return;
+  channel_dirty_ = true;
+  // The app's last reference is gone (HUP), or the app shut its end so that it can never
+  // wake us again (RDHUP): either way nobody drives this socket any more.
+  if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) app_gone_ = true;
+  RecheckToken();
+  Pass();
+}
+
+void BackendSocket::OnHostEvent(uint32_t events) {
+  if (finished_ || !host_.valid()) return;
+  if (state_ == SocketState::kConnecting) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(host_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err == 0 && (events & EPOLLERR)) err = ECONNABORTED;
+    if (err == 0) {
+      Connected();
+    } else {
+      ConnectFailed(err);
+    }
+  } else {
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) host_readable_ = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) host_writable_ = true;
+  }
+  Pass();
+}
+
+bool BackendSocket::OnPollTick() {
+  const uint64_t before = progress_;
+  RecheckToken();
+  Pass();
+  return progress_ != before;
+}
+
+bool BackendSocket::held() const {
+  return !finished_ && !app_gone_ && state_ == SocketState::kConnected && channel_dirty_;
+}
+
+// ---- Connection state ----
+
+void BackendSocket::Connected() {
+  SetState(SocketState::kConnected);
+  // Readiness edges that came while connecting were consumed by the completion event.
+  host_readable_ = true;
+  host_writable_ = true;
+  env_.stats->connects_ok++;
+  Log(LogLevel::kInfo, "event=connect_ok {} dst={}", Who(), proto::ToString(dest_));
+}
+
+void BackendSocket::ConnectFailed(int err) {
+  env_.stats->connects_failed++;
+  Log(LogLevel::kInfo, "event=connect_failed {} dst={} errno={}", Who(), proto::ToString(dest_),
+      ErrnoName(err));
+  StopWatchingHost();
+  page()->so_error.store(err, std::memory_order_relaxed);
+  FailOut(-err);
+  SetState(SocketState::kFailed);  // before the token that makes the app look
+  FinishIn(-err);
+}
+
+void BackendSocket::HostEof() {
+  host_eof_ = true;
+  host_readable_ = false;
+  Log(LogLevel::kInfo, "event=eof {} dst={} from_host={}", Who(), proto::ToString(dest_),
+      bytes_from_host_);
+  if (host_wr_shut_) SetState(SocketState::kClosed);
+  FinishIn(kRingEof);
+}
+
+void BackendSocket::HostError(int err, const char* during) {
+  Log(LogLevel::kInfo, "event=reset {} dst={} during={} errno={}", Who(), proto::ToString(dest_),
+      during, ErrnoName(err));
+  StopWatchingHost();
+  host_readable_ = false;
+  host_writable_ = false;
+  page()->so_error.store(err, std::memory_order_relaxed);
+  FailOut(-err);
+  SetState(SocketState::kClosed);
+  FinishIn(-err);
+}
+
+void BackendSocket::ResetCorrupt(const char* ring) {
+  if (rings_corrupt_) return;
+  rings_corrupt_ = true;
+  Log(LogLevel::kWarn, "event=ring_corrupt {} ring={} action=reset", Who(), ring);
+  if (host_.valid()) {
+    // Linger 0: close() sends RST, so the peer learns that the stream is broken.
+    const struct linger abort = {1, 0};
+    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    StopWatchingHost();
+    host_.reset();
+  }
+  host_readable_ = false;
+  host_writable_ = false;
+  page()->so_error.store(ECONNRESET, std::memory_order_relaxed);
+  FailOut(-ECONNRESET);
+  SetState(SocketState::kClosed);
+  FinishIn(-ECONNRESET);
+}
+
+void BackendSocket::StopWatchingHost() {
+  if (host_watched_ && host_.valid()) env_.loop->Remove(host_.get());
+  host_watched_ = false;
+}
+
+void BackendSocket::CloseHost() {
+  StopWatchingHost();
+  host_.reset();  // graceful: queued bytes are still sent, then FIN
+}
+
+// ---- The wake-up protocol ----
+
+std::optional<uint32_t> BackendSocket::InFill() {
+  const ring::Regions r = in_.Reserve();
+  if (r.corrupt) {
+    ResetCorrupt("in");
+    return std::nullopt;
+  }
+  return in_.size() - r.bytes;
+}
+
+std::optional<uint32_t> BackendSocket::OutFill() {
+  const ring::Regions r = out_.Peek();
+  if (r.corrupt) {
+    ResetCorrupt("out");
+    return std::nullopt;
+  }
+  return r.bytes;
+}
+
+void BackendSocket::SignalIn() {
+  if (channel_wr_shut_) return;
+  if (page()->in_token.exchange(1) == 0) {
+    // The app's receive queue only ever holds this one byte; if a hostile app clears
+    // in_token without reading, EAGAIN here only costs that app its own wake-ups.
+    const char token = kTokenByte;
+    send(channel_.get(), &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ++progress_;
+  }
+}
+
+void BackendSocket::RecheckToken() {
+  if (state_ != SocketState::kConnected || rings_corrupt_ || channel_wr_shut_) return;
+  const auto fill = InFill();
+  if (fill && *fill > 0) SignalIn();
+}
+
+void BackendSocket::FinishIn(int32_t error) {
+  if (in_done_) return;
+  in_done_ = true;
+  in_.SetError(error);  // after the last data byte (release)
+  SignalIn();
+  if (!channel_wr_shut_) {
+    // From now on the app end reads EOF after the token: readable for good.
+    ::shutdown(channel_.get(), SHUT_WR);
+    channel_wr_shut_ = true;
+  }
+}
+
+void BackendSocket::FailOut(int32_t error) {
+  if (!out_dead_) page()->out_error.value.store(error, std::memory_order_release);
+  out_dead_ = true;
+  DiscardOut();
+}
+
+void BackendSocket::DiscardOut() {
+  if (rings_corrupt_) return;
+  // Bytes that can no longer reach the host are consumed so that `out` never stays full
+  // and the app end becomes writable (its writes then fail with out_error).
+  const auto fill = OutFill();
+  if (fill && *fill > 0) out_.Release(*fill);
+}
+
+// ---- Pumps ----
+
+void BackendSocket::Pass() {
+  // A few rounds at most. Another round follows
+  //  - a drain: while the channel was full, a wake byte the app sent may have failed
+  //    (EAGAIN) and been lost, so the rings are looked at again once there is room;
+  //  - the discovery that the app is gone: host input switches from `in` to discarding.
+  for (int round = 0; round < 3 && !finished_; ++round) {
+    const bool gone = app_gone_;
+    if (state_ == SocketState::kConnected && !rings_corrupt_) {
+      if (app_gone_) {
+        DiscardHostInput();
+      } else {
+        PumpIn();
+      }
+      if (state_ == SocketState::kConnected && !rings_corrupt_) PumpOut();
+      if (state_ == SocketState::kConnected && !rings_corrupt_) MaybeShutdownHostWrite();
+    }
+    if (out_dead_) DiscardOut();
+    const bool drained = MaybeDrainChannel();
+    MaybeFinish();
+    if (drained) {
+      RecheckToken();
+      continue;
+    }
+    if (app_gone_ == gone) break;
+  }
+}
+
+void BackendSocket::PumpIn() {
+  bool published = false;
+  while (host_readable_ && !in_done_) {
+    ring::Regions r = in_.Reserve();
+    if (r.corrupt) {
+      ResetCorrupt("in");
+      return;
+    }
+    if (r.bytes == 0) {
+      // Sleep until the app makes room; arm, then re-check so that a release that raced
+      // with the arming is not missed. The fence pairs with the app's fence between its
+      // release of in_cons and its exchange of in_room_wanted.
+      page()->in_room_wanted.store(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      r = in_.Reserve();
+      if (r.corrupt) {
+        ResetCorrupt("in");
+        return;
+      }
+      if (r.bytes == 0) break;
+      page()->in_room_wanted.store(0, std::memory_order_relaxed);
+    }
+    msghdr msg = IovMessage(r);
+    const ssize_t n = recvmsg(host_.get(), &msg, MSG_DONTWAIT);
+    if (n > 0) {
+      in_.Commit(static_cast<uint32_t>(n));
+      env_.stats->bytes_from_host += static_cast<uint64_t>(n);
+      bytes_from_host_ += static_cast<uint64_t>(n);
+      ++progress_;
+      published = true;
+      continue;
+    }
+    if (n == 0) {
+      HostEof();  // in_error after the data just committed, then the token
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      host_readable_ = false;
+      break;
+    }
+    HostError(errno, "recv");
+    return;
+  }
+  if (published) SignalIn();
+}
+
+void BackendSocket::PumpOut() {
+  while (host_writable_ && !out_dead_ && !host_wr_shut_) {
+    ring::Regions r = out_.Peek();
+    if (r.corrupt) {
+      ResetCorrupt("out");
+      return;
+    }
+    if (r.bytes == 0) {
+      if (app_gone_ || shut_wr_pending_) break;  // nothing more will come
+      // Sleep until the app publishes; the fence pairs with the app's fence between its
+      // store of out_prod and its exchange of out_data_wanted.
+      page()->out_data_wanted.store(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      r = out_.Peek();
+      if (r.corrupt) {
+        ResetCorrupt("out");
+        return;
+      }
+      if (r.bytes == 0) break;
+      page()->out_data_wanted.store(0, std::memory_order_relaxed);
+    }
+    msghdr msg = IovMessage(r);
+    const ssize_t n = sendmsg(host_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      out_.Release(static_cast<uint32_t>(n));
+      env_.stats->bytes_to_host += static_cast<uint64_t>(n);
+      bytes_to_host_ += static_cast<uint64_t>(n);
+      ++progress_;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      host_writable_ = false;
+      break;
+    }
+    const int err = n < 0 ? errno : EIO;
+    Log(LogLevel::kInfo, "event=send_failed {} dst={} errno={}", Who(), proto::ToString(dest_),
+        ErrnoName(err));
+    FailOut(-err);
+    // A reset also fails the next read; make sure it is looked at.
+    host_readable_ = true;
+    break;
+  }
+}
+
+void BackendSocket::DiscardHostInput() {
+  // With the app gone nobody will read `in`. Consuming the host's bytes (MSG_TRUNC copies
+  // nothing) keeps the peer from blocking while `out` is flushed, and lets the final
+  // close() send FIN instead of the RST a non-empty receive queue would cause.
+  while (host_readable_ && !host_eof_) {
+    const ssize_t n = recv(host_.get(), nullptr, size_t{1} << 20, MSG_TRUNC | MSG_DONTWAIT);
+    if (n > 0) continue;
+    if (n == 0) {
+      host_eof_ = true;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      host_readable_ = false;
+      break;
+    }
+    HostError(errno, "recv");
+    return;
+  }
+}
+
+void BackendSocket::MaybeShutdownHostWrite() {
+  if (!shut_wr_pending_ || host_wr_shut_) return;
+  if (!out_dead_) {
+    const auto fill = OutFill();
+    if (!fill || *fill > 0) return;  // flush `out` first
+  }
+  ::shutdown(host_.get(), SHUT_WR);
+  host_wr_shut_ = true;
+  shut_wr_pending_ = false;
+  Log(LogLevel::kDebug, "event=host_shut_wr {} to_host={}", Who(), bytes_to_host_);
+  if (host_eof_) SetState(SocketState::kClosed);
+}
+
+bool BackendSocket::MaybeDrainChannel() {
+  if (!channel_dirty_) return false;
+  // Before completion the stuffing is what keeps a connecting descriptor unwritable.
+  if (state_ == SocketState::kIdle || state_ == SocketState::kConnecting) return false;
+  if (!app_gone_ && !out_dead_ && !rings_corrupt_) {
+    const auto fill = OutFill();
+    // While `out` is full the stuffing stays, so the app end stays unwritable.
+    if (fill && *fill == out_.size()) return false;
+  }
+  return DrainChannel();
+}
+
+bool BackendSocket::DrainChannel() {
+  char buf[4096];
+  bool read_any = false;
+  for (int i = 0; i < kMaxDrainChunks; ++i) {
+    const ssize_t n = recv(channel_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      ++progress_;
+      read_any = true;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || errno != EAGAIN) app_gone_ = true;  // EOF or ECONNRESET: app end closed
+    channel_dirty_ = false;
+    return read_any;
+  }
+  // Bytes are left: stay dirty; held() makes the daemon come back.
+  return read_any;
+}
+
+void BackendSocket::MaybeFinish() {
+  if (!app_gone_ || finished_) return;
+  if (state_ == SocketState::kConnected && !rings_corrupt_ && !out_dead_ && !host_wr_shut_) {
+    const auto fill = OutFill();
+    if (fill && *fill > 0) return;  // flush what the app wrote before it closed
+  }
+  Log(LogLevel::kInfo, "event=socket_closed {} reason={} state={} to_host={} from_host={}", Who(),
+      released_ ? "released" : "app_closed", StateName(state_), bytes_to_host_, bytes_from_host_);
+  CloseHost();
+  finished_ = true;
+}
+
+}  // namespace xsock::backend

@@ -1,0 +1,322 @@
+#include "backend/control.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <type_traits>
+
+#include "backend/errors.h"
+#include "shared/socket_page.h"
+#include "shared/unix_io.h"
+
+namespace xsock::backend {
+namespace {
+
+// Requests handled per readiness event, so that one busy client cannot hold the loop.
+constexpr int kMaxRequestsPerEvent = 64;
+
+// A descriptor the reply owns (and closes once sent), so that a queued reply never refers
+// to a number closed and reused meanwhile.
+UniqueFd Dup(int fd) { return UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
+
+}  // namespace
+
+ControlClient::ControlClient(uint64_t id, UniqueFd fd, const ucred& cred, ControlContext ctx)
+    : id_(id), fd_(std::move(fd)), cred_(cred), ctx_(ctx) {}
+
+absl::Status ControlClient::Start() {
+  return ctx_.loop->Add(fd_.get(), EPOLLIN | EPOLLRDHUP, Token{Source::kClient, id_});
+}
+
+bool ControlClient::OnEvent(uint32_t events) {
+  if (pending_) {
+    if (!FlushPending()) return false;
+    if (pending_) return true;  // still no room
+    WatchFor(EPOLLIN | EPOLLRDHUP);
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) return ReadRequests();
+  return true;
+}
+
+bool ControlClient::Drop(LogLevel level, const char* event, std::string_view reason) {
+  Log(level, "event={} client={} pid={} uid={} reason={}", event, id_, cred_.pid, cred_.uid,
+      Quoted(reason));
+  return false;
+}
+
+void ControlClient::WatchFor(uint32_t events) {
+  (void)ctx_.loop->Modify(fd_.get(), events, Token{Source::kClient, id_});
+}
+
+bool ControlClient::ReadRequests() {
+  std::vector<uint8_t> buf;
+  std::vector<int> raw_fds;
+  for (int i = 0; i < kMaxRequestsPerEvent && !pending_; ++i) {
+    const ssize_t n =
+        RecvPacket(LibcSyscalls(), fd_.get(), buf, proto::kMaxMessageSize, raw_fds, MSG_DONTWAIT);
+    std::vector<UniqueFd> fds;
+    for (int fd : raw_fds) fds.emplace_back(fd);
+    if (n == -EAGAIN) return true;
+    if (n == -EMSGSIZE) {
+      return Drop(LogLevel::kWarn, "protocol_error",
+                  fmt::format("message longer than {} bytes or with more than {} descriptors",
+                              proto::kMaxMessageSize, kMaxFdsPerMessage));
+    }
+    if (n < 0) {
+      return Drop(LogLevel::kInfo, "client_disconnect",
+                  fmt::format("recv: {}", ErrnoName(static_cast<int>(-n))));
+    }
+    // A zero-length packet reads like end of file; both end the connection.
+    if (n == 0) return Drop(LogLevel::kInfo, "client_disconnect", "closed");
+    if (!HandleMessage(buf, fds)) return false;
+  }
+  // Level-triggered: requests left unread raise the next event.
+  return true;
+}
+
+bool ControlClient::HandleMessage(std::span<const uint8_t> bytes, std::vector<UniqueFd>& fds) {
+  auto decoded = proto::DecodeRequest(bytes);
+  if (!decoded.ok()) {
+    return Drop(LogLevel::kWarn, "protocol_error", std::string(decoded.status().message()));
+  }
+  const proto::MsgType type = proto::TypeOf(decoded->msg);
+  const int want_fds = proto::FdsWithRequest(type);
+  if (fds.size() != static_cast<size_t>(want_fds)) {
+    return Drop(LogLevel::kWarn, "protocol_error",
+                fmt::format("{}: {} descriptors attached, expected {}", proto::Name(type),
+                            fds.size(), want_fds));
+  }
+  if (!hello_done_ && type != proto::MsgType::kHello) {
+    return Drop(LogLevel::kWarn, "protocol_error",
+                fmt::format("{}: request before hello", proto::Name(type)));
+  }
+  if (hello_done_ && type == proto::MsgType::kHello) {
+    return Drop(LogLevel::kWarn, "protocol_error", "hello: repeated");
+  }
+  Outgoing out;
+  const proto::Reply reply = Dispatch(decoded->msg, fds, &out.fds);
+  out.bytes = proto::EncodeReply(decoded->seq, reply);
+  return Send(std::move(out));
+}
+
+bool ControlClient::Send(Outgoing out) {
+  std::vector<int> raw;
+  for (const UniqueFd& fd : out.fds) raw.push_back(fd.get());
+  const int rc = SendPacket(LibcSyscalls(), fd_.get(), out.bytes, raw, MSG_DONTWAIT);
+  if (rc == 0) return true;  // our copies of the descriptors close with `out`
+  if (rc == -EAGAIN) {
+    // The client is not reading its replies: stop reading its requests until it does.
+    pending_ = std::move(out);
+    WatchFor(EPOLLOUT | EPOLLRDHUP);
+    return true;
+  }
+  return Drop(LogLevel::kInfo, "client_disconnect", fmt::format("send: {}", ErrnoName(-rc)));
+}
+
+bool ControlClient::FlushPending() {
+  Outgoing out = std::move(*pending_);
+  pending_.reset();
+  return Send(std::move(out));
+}
+
+BackendSocket* ControlClient::Authorized(uint64_t socket_id) {
+  if (!authority_.contains(socket_id)) return nullptr;
+  BackendSocket* s = ctx_.sockets->Find(socket_id);
+  if (s == nullptr) authority_.erase(socket_id);
+  return s;
+}
+
+proto::Reply ControlClient::Dispatch(const proto::Request& req, std::vector<UniqueFd>& fds,
+                                     std::vector<UniqueFd>* reply_fds) {
+  return std::visit(
+      [&](const auto& m) -> proto::Reply {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, proto::SocketRequest>) {
+          return Handle(m, reply_fds);
+        } else if constexpr (std::is_same_v<T, proto::AttachRequest>) {
+          return Handle(m, fds, reply_fds);
+        } else {
+          return Handle(m);
+        }
+      },
+      req);
+}
+
+proto::Reply ControlClient::Handle(const proto::HelloRequest& req) {
+  proto::HelloReply reply;
+  reply.server_pid = static_cast<uint32_t>(getpid());
+  if (req.min_version > proto::kVersion || req.max_version < proto::kVersion) {
+    reply.err = EPROTONOSUPPORT;
+    return reply;
+  }
+  hello_done_ = true;
+  caps_ = req.caps & proto::kAllCaps;
+  reply.caps = caps_;
+  Log(LogLevel::kDebug, "event=hello client={} caps={:#x}", id_, caps_);
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::SocketRequest& req,
+                                   std::vector<UniqueFd>* reply_fds) {
+  proto::SocketReply reply;
+  if (req.domain == AF_INET6 && !(caps_ & proto::kCapIpv6)) {
+    reply.err = EAFNOSUPPORT;
+    return reply;
+  }
+  SocketParams params;
+  params.client_id = id_;
+  params.client_pid = static_cast<uint32_t>(cred_.pid);
+  params.domain = static_cast<int>(req.domain);
+  params.ring_order = req.ring_order != 0 ? req.ring_order : ctx_.default_ring_order;
+  UniqueFd app_end;
+  auto created = ctx_.sockets->Create(params, &app_end);
+  if (!created.ok()) {
+    Log(LogLevel::kWarn, "event=socket_create_failed client={} pid={} error={}", id_, cred_.pid,
+        Quoted(std::string(created.status().message())));
+    reply.err = ErrnoOf(created.status(), ENOMEM);
+    return reply;
+  }
+  BackendSocket* s = *created;
+  UniqueFd memfd = Dup(s->memfd());
+  if (!memfd.valid()) {
+    reply.err = errno;
+    s->Release();
+    ctx_.sockets->Settle(s);
+    return reply;
+  }
+  authority_.insert(s->id());
+  Log(LogLevel::kInfo, "event=socket_create socket={} client={} pid={} domain={} ring_order={}",
+      s->id(), id_, cred_.pid, req.domain == AF_INET ? "inet" : "inet6", params.ring_order);
+  reply.ring_order = params.ring_order;
+  reply.socket_id = s->id();
+  // Order fixed by the protocol: [channel app end, memfd].
+  reply_fds->push_back(std::move(app_end));
+  reply_fds->push_back(std::move(memfd));
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::ConnectRequest& req) {
+  proto::ConnectReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  if (s == nullptr) {
+    reply.err = EBADF;
+    return reply;
+  }
+  if (req.addr.family == AF_INET6 && !(caps_ & proto::kCapIpv6)) {
+    reply.err = EAFNOSUPPORT;
+    return reply;
+  }
+  reply.err = s->Connect(req.addr);
+  ctx_.sockets->Settle(s);
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::ReleaseRequest& req) {
+  proto::ReleaseReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  if (s == nullptr) {
+    reply.err = EBADF;
+    return reply;
+  }
+  authority_.erase(req.socket_id);
+  s->Release();
+  ctx_.sockets->Settle(s);
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::ShutdownRequest& req) {
+  proto::ShutdownReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  if (s == nullptr) {
+    reply.err = EBADF;
+    return reply;
+  }
+  reply.err = s->Shutdown(static_cast<int>(req.how));
+  ctx_.sockets->Settle(s);
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::GetSockNameRequest& req) {
+  proto::GetSockNameReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  reply.err = s == nullptr ? EBADF : s->GetSockName(&reply.addr);
+  if (reply.err != 0) reply.addr = {};
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::GetPeerNameRequest& req) {
+  proto::GetPeerNameReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  reply.err = s == nullptr ? EBADF : s->GetPeerName(&reply.addr);
+  if (reply.err != 0) reply.addr = {};
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::SetSockOptRequest& req) {
+  proto::SetSockOptReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  reply.err = s == nullptr ? EBADF : s->SetSockOpt(req.level, req.optname, req.value);
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::GetSockOptRequest& req) {
+  proto::GetSockOptReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  reply.err = s == nullptr ? EBADF : s->GetSockOpt(req.level, req.optname, req.optlen, &reply.value);
+  if (reply.err != 0) reply.value.clear();
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::AttachRequest&, std::vector<UniqueFd>& fds,
+                                   std::vector<UniqueFd>* reply_fds) {
+  proto::AttachReply reply;
+  struct stat st;
+  if (fstat(fds[0].get(), &st) != 0) {
+    reply.err = EBADF;
+    return reply;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    reply.err = ENOTSOCK;
+    return reply;
+  }
+  BackendSocket* s = ctx_.sockets->FindByInode(st.st_dev, st.st_ino);
+  if (s == nullptr) {
+    reply.err = EBADF;
+    return reply;
+  }
+  UniqueFd memfd = Dup(s->memfd());
+  if (!memfd.valid()) {
+    reply.err = errno;
+    return reply;
+  }
+  authority_.insert(s->id());
+  Log(LogLevel::kInfo, "event=attach socket={} client={} pid={}", s->id(), id_, cred_.pid);
+  reply.ring_order = s->ring_order();
+  reply.socket_id = s->id();
+  reply.state = static_cast<uint32_t>(s->state());
+  reply_fds->push_back(std::move(memfd));
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::StatsRequest&) {
+  proto::StatsReply reply;
+  if (!(caps_ & proto::kCapStats)) {
+    reply.err = EOPNOTSUPP;
+    return reply;
+  }
+  const Stats& st = *ctx_.stats;
+  reply.clients_now = st.clients_now;
+  reply.clients_total = st.clients_total;
+  reply.sockets_now = st.sockets_now;
+  reply.sockets_total = st.sockets_total;
+  reply.connects_ok = st.connects_ok;
+  reply.connects_failed = st.connects_failed;
+  reply.bytes_to_host = st.bytes_to_host;
+  reply.bytes_from_host = st.bytes_from_host;
+  return reply;
+}
+
+}  // namespace xsock::backend

@@ -1,0 +1,89 @@
+// One control connection (one per app process): reads requests, enforces hello-first and
+// socket authority, dispatches to the sockets and sends replies. A malformed message, a
+// message with the wrong number of descriptors or a request before hello drops the
+// connection with one log line naming the reason; nothing else is affected.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "backend/event_loop.h"
+#include "backend/fd.h"
+#include "backend/log.h"
+#include "backend/socket_table.h"
+#include "backend/stats.h"
+#include "shared/protocol.h"
+
+namespace xsock::backend {
+
+// What a control connection needs from the daemon around it.
+struct ControlContext {
+  EventLoop* loop = nullptr;
+  SocketTable* sockets = nullptr;
+  Stats* stats = nullptr;
+  uint32_t default_ring_order = 0;
+};
+
+class ControlClient {
+ public:
+  // fd: the accepted connection (nonblocking); cred: its SO_PEERCRED.
+  ControlClient(uint64_t id, UniqueFd fd, const ucred& cred, ControlContext ctx);
+
+  // Registers the connection with the loop.
+  absl::Status Start();
+  // Handles readiness. False: the client must be dropped now (already logged).
+  bool OnEvent(uint32_t events);
+
+  uint64_t id() const { return id_; }
+  int fd() const { return fd_.get(); }
+
+ private:
+  struct Outgoing {
+    std::vector<uint8_t> bytes;
+    std::vector<UniqueFd> fds;
+  };
+
+  bool ReadRequests();
+  bool HandleMessage(std::span<const uint8_t> bytes, std::vector<UniqueFd>& fds);
+  // Sends or queues one reply; false if the connection is broken.
+  bool Send(Outgoing out);
+  bool FlushPending();
+  void WatchFor(uint32_t events);
+  bool Drop(LogLevel level, const char* event, std::string_view reason);
+
+  proto::Reply Dispatch(const proto::Request& req, std::vector<UniqueFd>& fds,
+                        std::vector<UniqueFd>* reply_fds);
+  proto::Reply Handle(const proto::HelloRequest& req);
+  proto::Reply Handle(const proto::SocketRequest& req, std::vector<UniqueFd>* reply_fds);
+  proto::Reply Handle(const proto::ConnectRequest& req);
+  proto::Reply Handle(const proto::ReleaseRequest& req);
+  proto::Reply Handle(const proto::ShutdownRequest& req);
+  proto::Reply Handle(const proto::GetSockNameRequest& req);
+  proto::Reply Handle(const proto::GetPeerNameRequest& req);
+  proto::Reply Handle(const proto::SetSockOptRequest& req);
+  proto::Reply Handle(const proto::GetSockOptRequest& req);
+  proto::Reply Handle(const proto::AttachRequest& req, std::vector<UniqueFd>& fds,
+                      std::vector<UniqueFd>* reply_fds);
+  proto::Reply Handle(const proto::StatsRequest& req);
+
+  // The socket if this connection created or attached it and it is live, else nullptr
+  // (the request gets EBADF).
+  BackendSocket* Authorized(uint64_t socket_id);
+
+  uint64_t id_;
+  UniqueFd fd_;
+  ucred cred_;
+  ControlContext ctx_;
+  bool hello_done_ = false;
+  uint32_t caps_ = 0;
+  absl::flat_hash_set<uint64_t> authority_;
+  std::optional<Outgoing> pending_;  // a reply the connection had no room for yet
+};
+
+}  // namespace xsock::backend

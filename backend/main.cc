@@ -1,0 +1,47 @@
+// xsockd: parses the command line and runs the server until SIGTERM/SIGINT.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backend/log.h"
+#include "backend/options.h"
+#include "backend/server.h"
+
+int main(int argc, char** argv) {
+  using namespace xsock::backend;
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  auto cl = ParseCommandLine(args, std::getenv("XSOCK_SOCKET"));
+  if (!cl.ok()) {
+    std::fprintf(stderr, "xsockd: %s\nTry 'xsockd --help' for more information.\n",
+                 std::string(cl.status().message()).c_str());
+    return 2;
+  }
+  if (cl->action == Action::kHelp) {
+    std::fputs(HelpText().c_str(), stdout);
+    return 0;
+  }
+  if (cl->action == Action::kVersion) {
+    std::fputs(VersionText().c_str(), stdout);
+    return 0;
+  }
+  SetLogLevel(cl->options.log_level);
+  signal(SIGPIPE, SIG_IGN);
+
+  ServerOptions options;
+  options.socket_path = cl->options.socket_path;
+  options.ring_order = cl->options.ring_order;
+  options.handle_signals = true;  // blocks SIGTERM/SIGINT; xsockd starts no threads
+  auto server = Server::Create(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "xsockd: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  if (auto s = (*server)->Run(); !s.ok()) {
+    std::fprintf(stderr, "xsockd: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,38 @@
+// xsockd's command line: parsing (with the XSOCK_SOCKET environment variable), the
+// manual-page --help text and --version.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "backend/log.h"
+#include "shared/socket_page.h"
+
+namespace xsock::backend {
+
+inline constexpr char kDefaultSocketPath[] = "/run/xsock/xsockd.sock";
+
+struct DaemonOptions {
+  std::string socket_path = kDefaultSocketPath;
+  uint32_t ring_order = kDefaultRingOrder;
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+enum class Action { kRun, kHelp, kVersion };
+
+struct CommandLine {
+  Action action = Action::kRun;
+  DaemonOptions options;
+};
+
+// Parses args (without the program name). env_socket is XSOCK_SOCKET (nullptr if unset);
+// --socket wins over it. Errors are InvalidArgument with a message naming the option.
+absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& args,
+                                             const char* env_socket);
+
+std::string HelpText();
+std::string VersionText();
+
+}  // namespace xsock::backend

@@ -1,0 +1,69 @@
+// xsockd's event loop: the listener, the control connections, the sockets, SIGTERM/SIGINT
+// through a signalfd, and a stop request other threads (tests) can make.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "backend/control.h"
+#include "backend/event_loop.h"
+#include "backend/fd.h"
+#include "backend/listener.h"
+#include "backend/socket_table.h"
+#include "backend/stats.h"
+#include "shared/socket_page.h"
+
+namespace xsock::backend {
+
+struct ServerOptions {
+  std::string socket_path = "/run/xsock/xsockd.sock";
+  uint32_t ring_order = kDefaultRingOrder;  // for socket requests that ask for 0
+  // Stop on SIGTERM/SIGINT, read from a signalfd. Create() blocks both signals in the
+  // calling thread; a program must block them before it starts other threads.
+  bool handle_signals = true;
+};
+
+class Server {
+ public:
+  // Opens the listener and everything the loop needs; errors carry context.
+  static absl::StatusOr<std::unique_ptr<Server>> Create(const ServerOptions& options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Runs until SIGTERM/SIGINT or RequestStop(), then closes every client and socket and
+  // removes the socket file.
+  absl::Status Run();
+  // Makes Run() return soon; callable from any thread.
+  void RequestStop();
+
+  const std::string& socket_path() const { return listener_.path(); }
+
+ private:
+  Server(const ServerOptions& options, EventLoop loop, Listener listener);
+  absl::Status Init();
+  void Accept();
+  void OnClientEvent(uint64_t id, uint32_t events);
+  void DropClient(uint64_t id);
+  // Returns the name of the signal that asked us to stop, or nullptr.
+  const char* ReadSignal();
+  void Shutdown(const char* reason);
+
+  ServerOptions options_;
+  EventLoop loop_;
+  Listener listener_;
+  Stats stats_;
+  // After loop_: sockets and clients unregister from it when destroyed.
+  SocketTable sockets_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<ControlClient>> clients_;
+  UniqueFd signal_fd_;
+  UniqueFd stop_fd_;
+  uint64_t next_client_id_ = 1;
+  bool stopped_ = false;
+};
+
+}  // namespace xsock::backend

@@ -1,0 +1,117 @@
+#include "backend/socket_table.h"
+
+#include <sys/timerfd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+#include "backend/errors.h"
+#include "backend/log.h"
+
+namespace xsock::backend {
+namespace {
+// Held sockets are re-evaluated after 1 ms, backing off to 64 ms while none of them moves.
+constexpr int kMinPollMs = 1;
+constexpr int kMaxPollMs = 64;
+}  // namespace
+
+SocketTable::~SocketTable() { CloseAll(); }
+
+absl::Status SocketTable::Init() {
+  timer_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!timer_.valid()) return ErrnoError(errno, "timerfd_create");
+  return loop_->Add(timer_.get(), EPOLLIN, Token{Source::kTimer, 0});
+}
+
+absl::StatusOr<BackendSocket*> SocketTable::Create(SocketParams params, UniqueFd* app_end) {
+  params.id = next_id_++;
+  auto sock = BackendSocket::Create(params, SocketEnv{loop_, stats_}, app_end);
+  if (!sock.ok()) return sock.status();
+  BackendSocket* s = sock->get();
+  by_inode_[{s->app_dev(), s->app_ino()}] = s->id();
+  sockets_[s->id()] = std::move(*sock);
+  stats_->sockets_now++;
+  stats_->sockets_total++;
+  return s;
+}
+
+BackendSocket* SocketTable::Find(uint64_t id) {
+  auto it = sockets_.find(id);
+  if (it == sockets_.end() || it->second->released() || it->second->finished()) return nullptr;
+  return it->second.get();
+}
+
+BackendSocket* SocketTable::FindByInode(dev_t dev, ino_t ino) {
+  auto it = by_inode_.find({dev, ino});
+  return it == by_inode_.end() ? nullptr : Find(it->second);
+}
+
+void SocketTable::Dispatch(Token token, uint32_t events) {
+  if (token.source == Source::kTimer) {
+    OnTimer();
+    return;
+  }
+  auto it = sockets_.find(token.id);
+  if (it == sockets_.end()) return;  // freed earlier in this batch
+  BackendSocket* s = it->second.get();
+  if (token.source == Source::kChannel) {
+    s->OnChannelEvent(events);
+  } else if (token.source == Source::kHost) {
+    s->OnHostEvent(events);
+  }
+  Settle(s);
+}
+
+void SocketTable::Settle(BackendSocket* s) {
+  const uint64_t id = s->id();
+  if (s->finished() || s->released()) by_inode_.erase({s->app_dev(), s->app_ino()});
+  if (s->finished()) {
+    held_.erase(id);
+    sockets_.erase(id);
+    stats_->sockets_now--;
+    return;
+  }
+  if (s->held()) {
+    if (held_.insert(id).second) {
+      poll_interval_ms_ = kMinPollMs;
+      ArmTimer(poll_interval_ms_);
+    }
+  } else {
+    held_.erase(id);
+  }
+}
+
+void SocketTable::OnTimer() {
+  uint64_t expirations;
+  while (read(timer_.get(), &expirations, sizeof(expirations)) > 0) {
+  }
+  bool progress = false;
+  const std::vector<uint64_t> ids(held_.begin(), held_.end());
+  for (uint64_t id : ids) {
+    auto it = sockets_.find(id);
+    if (it == sockets_.end()) continue;
+    BackendSocket* s = it->second.get();
+    progress |= s->OnPollTick();
+    Settle(s);
+  }
+  if (held_.empty()) return;
+  poll_interval_ms_ = progress ? kMinPollMs : std::min(poll_interval_ms_ * 2, kMaxPollMs);
+  ArmTimer(poll_interval_ms_);
+}
+
+void SocketTable::ArmTimer(int ms) {
+  itimerspec spec = {};
+  spec.it_value.tv_sec = ms / 1000;
+  spec.it_value.tv_nsec = static_cast<long>(ms % 1000) * 1000000L;
+  timerfd_settime(timer_.get(), 0, &spec, nullptr);
+}
+
+void SocketTable::CloseAll() {
+  held_.clear();
+  by_inode_.clear();
+  stats_->sockets_now -= sockets_.size();
+  sockets_.clear();
+}
+
+}  // namespace xsock::backend

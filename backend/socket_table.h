@@ -1,0 +1,63 @@
+// All routed sockets of the daemon: creation, lookup by id and by the inode of the app's
+// channel end (attach), dispatch of their events, freeing finished ones, and the periodic
+// re-evaluation of held sockets (BackendSocket::held()).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "backend/backend_socket.h"
+#include "backend/event_loop.h"
+#include "backend/fd.h"
+#include "backend/stats.h"
+
+namespace xsock::backend {
+
+class SocketTable {
+ public:
+  SocketTable(EventLoop* loop, Stats* stats) : loop_(loop), stats_(stats) {}
+  ~SocketTable();
+  SocketTable(const SocketTable&) = delete;
+  SocketTable& operator=(const SocketTable&) = delete;
+
+  // Creates the poll timer and registers it with the loop.
+  absl::Status Init();
+
+  // Creates a socket (params.id is assigned here). *app_end receives the app's channel end.
+  absl::StatusOr<BackendSocket*> Create(SocketParams params, UniqueFd* app_end);
+  // A socket a control request may name: live and not released. nullptr otherwise.
+  BackendSocket* Find(uint64_t id);
+  // The socket whose app channel end has this identity (not released), or nullptr.
+  BackendSocket* FindByInode(dev_t dev, ino_t ino);
+
+  // Events of sockets (Source::kChannel, kHost) and of the poll timer (kTimer).
+  void Dispatch(Token token, uint32_t events);
+  // Call after any operation on s: frees it if finished (s is then dangling), forgets
+  // its inode once released, and tracks whether it is held.
+  void Settle(BackendSocket* s);
+  // Frees every socket (daemon shutdown): host sockets close, channels hang up.
+  void CloseAll();
+
+  size_t size() const { return sockets_.size(); }
+
+ private:
+  void OnTimer();
+  void ArmTimer(int ms);
+
+  EventLoop* loop_;
+  Stats* stats_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<BackendSocket>> sockets_;
+  absl::flat_hash_map<std::pair<dev_t, ino_t>, uint64_t> by_inode_;
+  absl::flat_hash_set<uint64_t> held_;
+  UniqueFd timer_;
+  int poll_interval_ms_ = 1;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace xsock::backend

@@ -1,0 +1,554 @@
+#include "libintercept/front_socket.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sock_diag.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <new>
+
+namespace xsock::intercept {
+namespace {
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool ValidErrno(int e) { return e > 0 && e < 4096; }
+
+}  // namespace
+
+// One of the page's app-side mutexes. A holder that died leaves it EOWNERDEAD: the rings
+// are still consistent (indices are published only after the bytes), so just take over.
+class PageLock {
+ public:
+  explicit PageLock(pthread_mutex_t* m) : m_(m) {}
+  ~PageLock() {
+    if (held_) pthread_mutex_unlock(m_);
+  }
+  PageLock(const PageLock&) = delete;
+  PageLock& operator=(const PageLock&) = delete;
+
+  // 0 or an errno for the caller to return.
+  int Lock() {
+    int r = pthread_mutex_lock(m_);
+    if (r == EOWNERDEAD) r = pthread_mutex_consistent(m_);
+    held_ = r == 0;
+    // EDEADLK: a signal handler re-entered a call on this socket in the same thread.
+    if (r == EDEADLK) return EAGAIN;
+    return r == 0 ? 0 : EIO;
+  }
+  void Unlock() {
+    if (held_) pthread_mutex_unlock(m_);
+    held_ = false;
+  }
+
+ private:
+  pthread_mutex_t* m_;
+  bool held_ = false;
+};
+
+namespace {
+
+// Walks an iovec array as one byte sequence.
+class IovCursor {
+ public:
+  IovCursor(const iovec* iov, int n, size_t skip) : iov_(iov), n_(n) {
+    while (i_ < n_ && skip >= iov_[i_].iov_len) skip -= iov_[i_++].iov_len;
+    off_ = skip;
+  }
+  void CopyOut(const void* src, size_t len) {  // ring -> user
+    auto* p = static_cast<const char*>(src);
+    Walk(len, [&](char* user, size_t n) {
+      std::memcpy(user, p, n);
+      p += n;
+    });
+  }
+  void CopyIn(void* dst, size_t len) {  // user -> ring
+    auto* p = static_cast<char*>(dst);
+    Walk(len, [&](char* user, size_t n) {
+      std::memcpy(p, user, n);
+      p += n;
+    });
+  }
+
+ private:
+  template <class F>
+  void Walk(size_t len, F f) {
+    while (len > 0 && i_ < n_) {
+      const size_t n = std::min(len, iov_[i_].iov_len - off_);
+      f(static_cast<char*>(iov_[i_].iov_base) + off_, n);
+      len -= n;
+      off_ += n;
+      if (off_ == iov_[i_].iov_len) {
+        ++i_;
+        off_ = 0;
+      }
+    }
+  }
+  const iovec* iov_;
+  int n_;
+  int i_ = 0;
+  size_t off_ = 0;
+};
+
+// Total length of an iovec array, or -EINVAL.
+ssize_t IovTotal(const iovec* iov, int iovcnt) {
+  if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt > 0 && iov == nullptr)) return -EINVAL;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) {
+    if (iov[i].iov_len > static_cast<size_t>(SSIZE_MAX) - total) return -EINVAL;
+    total += iov[i].iov_len;
+  }
+  return static_cast<ssize_t>(total);
+}
+
+uint32_t Clamp32(size_t n) { return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n); }
+
+}  // namespace
+
+int FrontSocket::InitPageLocks(SocketPage* page) {
+  pthread_mutexattr_t attr;
+  int r = pthread_mutexattr_init(&attr);
+  if (r != 0) return r;
+  // Shared by every process that inherits the socket; robust so a process dying inside
+  // a call does not wedge the others; error-checking so a signal handler that re-enters
+  // gets an error instead of a deadlock.
+  r = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  if (r == 0) r = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  if (r == 0) r = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+  if (r == 0) r = pthread_mutex_init(&page->read_lock, &attr);
+  if (r == 0) r = pthread_mutex_init(&page->write_lock, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return r;
+}
+
+void FrontSocket::Open(const Syscalls& sys, const Params& params, FrontSocketPool* pool) {
+  sys_ = &sys;
+  pool_ = pool;
+  base_ = params.base;
+  order_ = params.order;
+  page_ = static_cast<SocketPage*>(params.base);
+  in_ = InRing(params.base, params.order);
+  out_ = OutRing(params.base, params.order);
+  socket_id_ = params.socket_id;
+  domain_ = params.domain;
+  attached_gen_.store(0, std::memory_order_relaxed);
+  read_shut_.store(false, std::memory_order_relaxed);
+  write_shut_.store(false, std::memory_order_relaxed);
+  error_reported_.store(false, std::memory_order_relaxed);
+  rcvtimeo_ms_.store(0, std::memory_order_relaxed);
+  sndtimeo_ms_.store(0, std::memory_order_relaxed);
+  InitRef();
+}
+
+void FrontSocket::LastUnref() noexcept {
+  munmap(base_, SocketMemfdSize(order_));
+  base_ = nullptr;
+  page_ = nullptr;
+  if (pool_ != nullptr) pool_->Give(this);
+}
+
+SocketState FrontSocket::state() const {
+  return static_cast<SocketState>(page_->state.load(std::memory_order_acquire));
+}
+
+uint32_t FrontSocket::ReadableBytes() const {
+  const uint32_t n = in_.prod->load(std::memory_order_acquire) -
+                     in_.cons->load(std::memory_order_relaxed);
+  return n <= in_.size ? n : 0;
+}
+
+uint32_t FrontSocket::UnsentBytes() const {
+  const uint32_t n = out_.prod->load(std::memory_order_relaxed) -
+                     out_.cons->load(std::memory_order_acquire);
+  return n <= out_.size ? n : 0;
+}
+
+void FrontSocket::ShutdownLocal(int how) {
+  if (how == SHUT_RD || how == SHUT_RDWR) read_shut_.store(true, std::memory_order_release);
+  if (how == SHUT_WR || how == SHUT_RDWR) write_shut_.store(true, std::memory_order_release);
+}
+
+void FrontSocket::SetTimeout(bool receive, const timeval& tv) {
+  int64_t ms = int64_t{tv.tv_sec} * 1000 + (tv.tv_usec + 999) / 1000;
+  if (ms < 0) ms = 0;
+  (receive ? rcvtimeo_ms_ : sndtimeo_ms_).store(ms, std::memory_order_relaxed);
+}
+
+timeval FrontSocket::GetTimeout(bool receive) const {
+  const int64_t ms = (receive ? rcvtimeo_ms_ : sndtimeo_ms_).load(std::memory_order_relaxed);
+  return timeval{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+}
+
+int64_t FrontSocket::Deadline(bool receive) const {
+  const int64_t ms = (receive ? rcvtimeo_ms_ : sndtimeo_ms_).load(std::memory_order_relaxed);
+  return ms == 0 ? -1 : NowMs() + ms;
+}
+
+int FrontSocket::WaitFor(int fd, short events, int64_t deadline_ms) {
+  for (;;) {
+    int timeout = -1;
+    if (deadline_ms >= 0) {
+      timeout = static_cast<int>(std::clamp<int64_t>(deadline_ms - NowMs(), 0, INT_MAX));
+    }
+    pollfd p = {fd, events, 0};
+    const int r = sys_->poll(&p, 1, timeout);
+    if (r < 0) return -errno;
+    if (r == 0) return 0;
+    if (p.revents & POLLNVAL) return -EBADF;
+    return p.revents;
+  }
+}
+
+bool FrontSocket::NonBlocking(int fd, int flags) const {
+  if (flags & MSG_DONTWAIT) return true;
+  const int fl = sys_->fcntl(fd, F_GETFL);
+  return fl < 0 || (fl & O_NONBLOCK) != 0;
+}
+
+ssize_t FrontSocket::SendBytes(int fd, const void* p, size_t n, int flags) {
+  iovec iov = {const_cast<void*>(p), n};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  return sys_->sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+}
+
+int FrontSocket::TakePendingError() {
+  const int so = page_->so_error.exchange(0, std::memory_order_acq_rel);
+  if (so != 0) {
+    error_reported_.store(true, std::memory_order_relaxed);
+    return ValidErrno(so) ? so : EIO;
+  }
+  if (error_reported_.load(std::memory_order_relaxed)) return 0;
+  const int32_t in = in_.error->load(std::memory_order_acquire);
+  const int32_t out = out_.error->load(std::memory_order_acquire);
+  const int32_t word = in < 0 ? in : (out < 0 ? out : 0);
+  if (word == 0 || error_reported_.exchange(true, std::memory_order_relaxed)) return 0;
+  return ValidErrno(-word) ? -word : EIO;
+}
+
+int FrontSocket::TakeSoError() { return TakePendingError(); }
+
+Result FrontSocket::PipeError(int flags) {
+  // The kernel sends SIGPIPE to the calling thread; raise() does the same.
+  if (!(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
+  return Result::Err(EPIPE);
+}
+
+// ---- Reading -------------------------------------------------------------------------
+
+Result FrontSocket::Recv(int fd, const iovec* iov, int iovcnt, int flags) {
+  const ssize_t total = IovTotal(iov, iovcnt);
+  if (total < 0) return Result::Err(EINVAL);
+  if (flags & MSG_OOB) return Result::Err(EINVAL);  // no urgent data, ever
+  if (flags & MSG_ERRQUEUE) return Result::Err(EAGAIN);
+  if (read_shut_.load(std::memory_order_acquire)) return Result::Ok(0);
+  if (state() == SocketState::kIdle) return Result::Err(ENOTCONN);
+  if (total == 0) return Result::Ok(0);
+  PageLock lock(&page_->read_lock);
+  if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+  return RecvLocked(lock, fd, iov, iovcnt, static_cast<size_t>(total), flags);
+}
+
+bool FrontSocket::SettleTokenOnEmpty(int fd) {
+  auto in_empty = [this] {
+    return in_.prod->load(std::memory_order_acquire) ==
+           in_.cons->load(std::memory_order_relaxed);
+  };
+  // seq_cst exchange, then a fence before re-reading prod: pairs with xsockd's
+  // "publish prod; in_token.exchange(1)". Either it sees our 0 and queues a token, or we
+  // see its bytes.
+  const uint32_t owed = page_->in_token.exchange(0, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (owed == 0) return !in_empty();
+  if (!in_empty()) {
+    // Bytes arrived after we saw the ring empty. Keep the queued token for them instead
+    // of consuming it (docs/channel.md asks for a wake byte here; this needs no send).
+    // If xsockd saw our 0 in between, it queued a second token: drop one.
+    if (page_->in_token.exchange(1, std::memory_order_seq_cst) == 1) RecvToken(fd);
+    return true;
+  }
+  RecvToken(fd);
+  return !in_empty();
+}
+
+void FrontSocket::RecvToken(int fd) {
+  // xsockd sends the token right after its exchange; if it has not arrived, wait for it.
+  for (;;) {
+    char b;
+    iovec iov = {&b, 1};
+    msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    const ssize_t n = sys_->recvmsg(fd, &msg, MSG_DONTWAIT);
+    if (n >= 0) return;  // 1: the token; 0: xsockd is gone, nothing will come
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return;
+    pollfd p = {fd, POLLIN, 0};
+    if (sys_->poll(&p, 1, -1) < 0 && errno != EINTR) return;
+    if (p.revents & POLLNVAL) return;
+  }
+}
+
+// What a would-block read finds on the channel: EOF (0), a byte (1), or nothing (-1).
+static int ProbeChannel(const Syscalls& sys, int fd) {
+  char b;
+  iovec iov = {&b, 1};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  for (;;) {
+    const ssize_t n = sys.recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<int>(n);
+    if (errno != EINTR) return -1;
+  }
+}
+
+Result FrontSocket::RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt,
+                               size_t total, int flags) {
+  size_t got = 0;
+  int64_t deadline = -2;  // computed on the first wait
+  for (;;) {
+    ring::Consumer c(in_);
+    const ring::Regions r = c.Peek(Clamp32(total - got));
+    if (r.corrupt) return got > 0 ? Result::Ok(got) : Result::Err(ECONNRESET);
+    if (r.bytes > 0) {
+      if (!(flags & MSG_TRUNC)) {
+        IovCursor dst(iov, iovcnt, got);
+        for (int i = 0; i < r.count; ++i) dst.CopyOut(r.iov[i].iov_base, r.iov[i].iov_len);
+      }
+      if (flags & MSG_PEEK) return Result::Ok(got + r.bytes);
+      c.Release(r.bytes);
+      got += r.bytes;
+      // Release of cons, then the flag: pairs with xsockd's "in_room_wanted = 1; fence;
+      // re-check room". Either it sees the room or we see its flag.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (page_->in_room_wanted.exchange(0, std::memory_order_seq_cst) == 1) Wake(fd);
+      if (got < total) continue;
+      if (ReadableBytes() == 0) SettleTokenOnEmpty(fd);
+      return Result::Ok(got);
+    }
+    // The ring is empty.
+    if (SettleTokenOnEmpty(fd)) continue;
+    if (got > 0 && (!(flags & MSG_WAITALL) || got == total)) return Result::Ok(got);
+    // Acquire pairs with xsockd's release-store of the error after the last data; look
+    // at the ring once more after seeing it.
+    const int32_t err = in_.error->load(std::memory_order_acquire);
+    if (err != 0) {
+      if (ReadableBytes() != 0) continue;
+      if (err > 0 || got > 0) return Result::Ok(got);  // EOF (kRingEof)
+      const int e = TakePendingError();
+      return e != 0 ? Result::Err(e) : Result::Ok(0);  // reported once, then EOF
+    }
+    const int probe = ProbeChannel(*sys_, fd);
+    if (probe == 0) {
+      // EOF on the channel. xsockd sets the error word before shutting its end down, so
+      // without one it is gone.
+      if (in_.error->load(std::memory_order_acquire) != 0) continue;
+      return got > 0 ? Result::Ok(got) : Result::Err(ECONNRESET);
+    }
+    if (probe == 1) {
+      // A token is there. Legitimate ones come with bytes (or are owed); anything else
+      // is stray and would keep the descriptor readable forever.
+      if (ReadableBytes() == 0 && page_->in_token.load(std::memory_order_seq_cst) == 0) {
+        RecvToken(fd);
+      }
+      continue;
+    }
+    if (NonBlocking(fd, flags)) return got > 0 ? Result::Ok(got) : Result::Err(EAGAIN);
+    if (deadline == -2) deadline = Deadline(/*receive=*/true);
+    lock.Unlock();
+    const int w = WaitFor(fd, POLLIN, deadline);
+    if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+    if (w == 0) return got > 0 ? Result::Ok(got) : Result::Err(EAGAIN);  // SO_RCVTIMEO
+    if (w < 0) return got > 0 ? Result::Ok(got) : Result::Err(-w);       // EINTR, EBADF
+  }
+}
+
+// ---- Writing -------------------------------------------------------------------------
+
+Result FrontSocket::Send(int fd, const iovec* iov, int iovcnt, int flags) {
+  const ssize_t total = IovTotal(iov, iovcnt);
+  if (total < 0) return Result::Err(EINVAL);
+  if (flags & MSG_OOB) return Result::Err(EOPNOTSUPP);
+  if (write_shut_.load(std::memory_order_acquire)) return PipeError(flags);
+  SocketState st = state();
+  if (st == SocketState::kConnecting) {
+    if (Result r = AwaitConnect(fd, NonBlocking(fd, flags)); !r.ok()) return r;
+    st = state();
+  }
+  if (st == SocketState::kIdle) return Result::Err(ENOTCONN);
+  if (st == SocketState::kFailed) {
+    const int e = TakePendingError();
+    return e != 0 && e != EPIPE ? Result::Err(e) : PipeError(flags);
+  }
+  if (total == 0) return Result::Ok(0);
+  PageLock lock(&page_->write_lock);
+  if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+  return SendLocked(lock, fd, iov, iovcnt, static_cast<size_t>(total), flags);
+}
+
+Result FrontSocket::AwaitConnect(int fd, bool nonblocking) {
+  if (nonblocking) return Result::Err(EAGAIN);
+  const Result r = WaitConnected(fd);
+  if (!r.ok() && r.error() == EINPROGRESS) return Result::Err(EAGAIN);
+  return Result::Ok(0);  // the write itself reports a failed connect
+}
+
+Result FrontSocket::SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt,
+                               size_t total, int flags) {
+  size_t sent = 0;
+  int64_t deadline = -2;
+  for (;;) {
+    if (out_.error->load(std::memory_order_acquire) != 0) {
+      if (sent > 0) return Result::Ok(sent);
+      const int e = TakePendingError();
+      return e != 0 && e != EPIPE ? Result::Err(e) : PipeError(flags);
+    }
+    ring::Producer p(out_);
+    const ring::Regions r = p.Reserve(Clamp32(total - sent));
+    if (r.corrupt) return sent > 0 ? Result::Ok(sent) : Result::Err(ECONNRESET);
+    if (r.bytes > 0) {
+      IovCursor src(iov, iovcnt, sent);
+      for (int i = 0; i < r.count; ++i) src.CopyIn(r.iov[i].iov_base, r.iov[i].iov_len);
+      p.Commit(r.bytes);
+      sent += r.bytes;
+      // Publish, fence, then the flag: pairs with xsockd's "out_data_wanted = 1; fence;
+      // re-check out".
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (page_->out_data_wanted.exchange(0, std::memory_order_seq_cst) == 1) {
+        if (!Wake(fd).ok()) return PipeError(flags);  // xsockd is gone
+      }
+      if (sent == total) return Result::Ok(sent);
+      continue;
+    }
+    // `out` is full: make the descriptor unwritable until xsockd drains the channel,
+    // which it does once there is room again.
+    if (!Stuff(fd).ok()) return sent > 0 ? Result::Ok(sent) : PipeError(flags);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (ring::Producer(out_).Reserve(1).bytes > 0) continue;
+    if (NonBlocking(fd, flags)) return sent > 0 ? Result::Ok(sent) : Result::Err(EAGAIN);
+    if (deadline == -2) deadline = Deadline(/*receive=*/false);
+    lock.Unlock();
+    const int w = WaitFor(fd, POLLOUT, deadline);
+    if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+    if (w == 0) return sent > 0 ? Result::Ok(sent) : Result::Err(EAGAIN);  // SO_SNDTIMEO
+    if (w < 0) return sent > 0 ? Result::Ok(sent) : Result::Err(-w);
+  }
+}
+
+Result FrontSocket::Stuff(int fd) {
+  static const char kFill[kStuffChunk] = {};
+  // With SO_SNDBUF at its minimum one chunk fills the queue; the bound only guards
+  // against a channel whose buffer someone enlarged.
+  for (int i = 0; i < 64; ++i) {
+    if (SendBytes(fd, kFill, sizeof(kFill), MSG_DONTWAIT) >= 0) continue;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Result::Ok(0);
+    if (errno == EPIPE || errno == ECONNRESET) return Result::Err(EPIPE);
+    return Result::Err(errno);
+  }
+  return Result::Ok(0);
+}
+
+Result FrontSocket::Wake(int fd) {
+  const char b = kWakeByte;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    if (SendBytes(fd, &b, 1, MSG_DONTWAIT) == 1) return Result::Ok(0);
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET) return Result::Err(EPIPE);
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return Result::Err(errno);
+    // The send queue is stuffed (`out` is full) and xsockd will not drain it until
+    // there is room, but it must still hear this wake. Let the queue take one more byte
+    // without becoming writable: AF_UNIX polls writable iff queued * 4 <= sndbuf and
+    // accepts a send while queued < sndbuf, so sndbuf = 2 * queued does both.
+    uint32_t mem[SK_MEMINFO_VARS] = {};
+    socklen_t len = sizeof(mem);
+    if (sys_->getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0) return Result::Err(errno);
+    const int queued = static_cast<int>(std::min<uint32_t>(mem[SK_MEMINFO_WMEM_ALLOC], INT_MAX / 2));
+    sys_->setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &queued, sizeof(queued));  // kernel doubles
+    const ssize_t n = SendBytes(fd, &b, 1, MSG_DONTWAIT);
+    const int saved = errno;
+    const int minimum = 1;
+    sys_->setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &minimum, sizeof(minimum));
+    if (n == 1) return Result::Ok(0);
+    errno = saved;
+    // Another thread restored the minimum between our two calls: try again.
+  }
+  return Result::Err(EAGAIN);
+}
+
+// ---- Connecting ----------------------------------------------------------------------
+
+Result FrontSocket::WaitConnected(int fd) {
+  const int64_t deadline = Deadline(/*receive=*/false);
+  while (state() == SocketState::kConnecting) {
+    const int w = WaitFor(fd, POLLOUT, deadline);
+    if (w == 0) return Result::Err(EINPROGRESS);  // SO_SNDTIMEO, as the kernel reports it
+    if (w < 0) return Result::Err(-w);
+    if (state() != SocketState::kConnecting) break;
+    if (w & (POLLHUP | POLLERR)) return Result::Err(ECONNREFUSED);  // xsockd went away
+    // Writable while still connecting: the channel was not stuffed. Do not spin.
+    sys_->poll(nullptr, 0, 1);
+  }
+  switch (state()) {
+    case SocketState::kConnected: return Result::Ok(0);
+    case SocketState::kFailed:
+    case SocketState::kClosed: {
+      const int e = TakePendingError();
+      return Result::Err(e != 0 ? e : ECONNREFUSED);
+    }
+    default: return Result::Err(ECONNREFUSED);
+  }
+}
+
+// ---- Pool ----------------------------------------------------------------------------
+
+void FrontSocketPool::Lock() {
+  while (lock_.exchange(true, std::memory_order_acquire)) {
+    while (lock_.load(std::memory_order_relaxed)) {
+    }
+  }
+}
+
+FrontSocket* FrontSocketPool::Take() {
+  Lock();
+  FrontSocket* s = nullptr;
+  if (!free_.empty()) {
+    s = free_.back();
+    free_.pop_back();
+  }
+  Unlock();
+  if (s == nullptr) s = new (std::nothrow) FrontSocket();
+  return s;
+}
+
+void FrontSocketPool::Give(FrontSocket* s) {
+  Lock();
+  free_.push_back(s);
+  Unlock();
+}
+
+FrontSocketPool::~FrontSocketPool() {
+  for (FrontSocket* s : free_) delete s;
+}
+
+size_t FrontSocketPool::free_for_testing() {
+  Lock();
+  const size_t n = free_.size();
+  Unlock();
+  return n;
+}
+
+}  // namespace xsock::intercept

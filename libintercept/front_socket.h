@@ -1,0 +1,145 @@
+// One routed socket's data path, the app side of docs/channel.md: reading the `in` ring
+// and keeping the channel's token invariant, writing the `out` ring and stuffing the
+// channel when it is full, errors, EOF and the peers going away.
+//
+// The descriptor a call was made on is passed to every operation: it is the channel (any
+// duplicate of it works, and its O_NONBLOCK is the application's). Nothing here depends
+// on being preloaded; system calls go through the injected Syscalls table.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "libintercept/fd_table.h"
+#include "libintercept/result.h"
+#include "shared/socket_page.h"
+#include "shared/syscalls.h"
+
+namespace xsock::intercept {
+
+class FrontSocketPool;
+class PageLock;
+
+class FrontSocket final : public RefCounted {
+ public:
+  struct Params {
+    void* base = nullptr;  // mapping of SocketMemfdSize(order) bytes, owned from Open() on
+    uint32_t order = 0;    // from our own records (the socket reply), never from the page
+    uint64_t socket_id = 0;
+    int domain = 0;        // AF_INET or AF_INET6
+  };
+
+  // Initialises the page's app-side locks (process-shared, robust). Only the process that
+  // created the socket calls this, before anyone else can see the page.
+  static int InitPageLocks(SocketPage* page);
+
+  // (Re)initialises a pooled object; the caller gets one reference. On its last
+  // reference the socket unmaps its memory and returns to `pool`.
+  void Open(const Syscalls& sys, const Params& params, FrontSocketPool* pool);
+
+  // read/recv family. flags: MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_TRUNC.
+  Result Recv(int fd, const iovec* iov, int iovcnt, int flags);
+  // write/send family. flags: MSG_DONTWAIT, MSG_NOSIGNAL (others ignored, MSG_OOB refused).
+  Result Send(int fd, const iovec* iov, int iovcnt, int flags);
+
+  // FIONREAD / SIOCINQ and SIOCOUTQ.
+  uint32_t ReadableBytes() const;
+  uint32_t UnsentBytes() const;
+
+  // Fills the channel's send queue so the descriptor polls unwritable until xsockd drains
+  // it (before `connect`, and when `out` is full). Error only if xsockd is gone (EPIPE).
+  Result Stuff(int fd);
+  // Waits until the connect in progress finishes; 0 or its errno. EINTR if interrupted,
+  // EINPROGRESS when SO_SNDTIMEO expires (as the kernel does).
+  Result WaitConnected(int fd);
+
+  SocketState state() const;
+  // SO_ERROR: the pending error (positive errno), cleared by reading it.
+  int TakeSoError();
+
+  // shutdown(): SHUT_RD makes reads return EOF, SHUT_WR makes writes fail with EPIPE.
+  void ShutdownLocal(int how);
+
+  // SO_RCVTIMEO / SO_SNDTIMEO, kept locally (they govern waits that happen here).
+  void SetTimeout(bool receive, const timeval& tv);
+  timeval GetTimeout(bool receive) const;
+
+  uint64_t socket_id() const { return socket_id_; }
+  int domain() const { return domain_; }
+  SocketPage* page() const { return page_; }
+  // The control connection generation that may name this socket (see ControlClient).
+  uint64_t attached_generation() const { return attached_gen_.load(std::memory_order_acquire); }
+  void set_attached_generation(uint64_t g) { attached_gen_.store(g, std::memory_order_release); }
+
+ private:
+  friend class FrontSocketPool;
+  FrontSocket() = default;
+  ~FrontSocket() = default;
+  void LastUnref() noexcept override;
+
+  Result RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
+                    int flags);
+  Result SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
+                    int flags);
+  // After the ring was seen empty: consumes the readiness token if one is owed. Returns
+  // true if bytes turned out to have arrived meanwhile (look at the ring again).
+  bool SettleTokenOnEmpty(int fd);
+  void RecvToken(int fd);
+  // Wakes xsockd with one byte, even through a stuffed send queue.
+  Result Wake(int fd);
+  // The error a failed or reset socket reports once (0 if none is pending).
+  int TakePendingError();
+  Result PipeError(int flags);
+  Result AwaitConnect(int fd, bool nonblocking);
+  bool NonBlocking(int fd, int flags) const;
+  // 1: readable/writable (or hung up), 0: timeout, <0: -errno (EINTR, EBADF).
+  int WaitFor(int fd, short events, int64_t deadline_ms);
+  int64_t Deadline(bool receive) const;
+  ssize_t SendBytes(int fd, const void* p, size_t n, int flags);
+
+  const Syscalls* sys_ = nullptr;
+  FrontSocketPool* pool_ = nullptr;
+  void* base_ = nullptr;
+  uint32_t order_ = 0;
+  SocketPage* page_ = nullptr;
+  ring::RingRefs in_{};
+  ring::RingRefs out_{};
+  uint64_t socket_id_ = 0;
+  int domain_ = 0;
+  std::atomic<uint64_t> attached_gen_{0};
+  // Private to this process (copied by fork): what this process has been told or asked.
+  std::atomic<bool> read_shut_{false};
+  std::atomic<bool> write_shut_{false};
+  std::atomic<bool> error_reported_{false};
+  std::atomic<int64_t> rcvtimeo_ms_{0};
+  std::atomic<int64_t> sndtimeo_ms_{0};
+};
+
+// Type-stable storage for FrontSocket: objects are recycled, never freed, so a
+// concurrent FdTable::Find() may safely TryRef() one that was just closed.
+class FrontSocketPool {
+ public:
+  FrontSocketPool() = default;
+  // Frees the recycled objects; sockets still in use must not outlive the pool.
+  ~FrontSocketPool();
+  FrontSocketPool(const FrontSocketPool&) = delete;
+  FrontSocketPool& operator=(const FrontSocketPool&) = delete;
+
+  // A dead object to Open(), or nullptr if memory is exhausted.
+  FrontSocket* Take();
+  void Give(FrontSocket* s);
+  // In a fork child: the lock may have been held by a thread that does not exist there.
+  void ResetAfterFork() { lock_.store(false, std::memory_order_relaxed); }
+  size_t free_for_testing();
+
+ private:
+  void Lock();
+  void Unlock() { lock_.store(false, std::memory_order_release); }
+  std::atomic<bool> lock_{false};
+  std::vector<FrontSocket*> free_;
+};
+
+}  // namespace xsock::intercept

@@ -1,0 +1,193 @@
+// The exported hooks of libxsock.so. Each one looks the descriptor up (one load on the
+// hot path) and calls the routed core or the real libc function; no exception and no
+// errno convention other than libc's crosses this file. The descriptor hooks are
+// generated from hooks.def; the ones that create, replace or close descriptors, and the
+// variadic ones, are written out below.
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <string>
+
+#include "libintercept/fd_table.h"
+#include "libintercept/front_socket.h"
+#include "libintercept/interceptor.h"
+#include "libintercept/real_calls.h"
+#include "libintercept/routed_io.h"
+
+#define XSOCK_EXPORT __attribute__((visibility("default")))
+
+namespace xsock::intercept {
+namespace {
+
+// Never destroyed: hooks run until the process's last instruction (atexit handlers,
+// other libraries' destructors), so the table must outlive every static destructor.
+union TableHolder {
+  constexpr TableHolder() : table() {}
+  ~TableHolder() {}
+  FdTable table;
+};
+constinit TableHolder g_table_holder;
+
+inline FdTable& Table() { return g_table_holder.table; }
+
+std::atomic<Interceptor*> g_core{nullptr};
+
+void LogToStderr(absl::string_view line) {
+  std::string s(line);
+  s.push_back('\n');
+  XSOCK_REAL(write)(STDERR_FILENO, s.data(), s.size());
+}
+
+void AfterForkInChild() {
+  if (Interceptor* c = g_core.load(std::memory_order_acquire)) c->AfterForkChild();
+}
+
+// Created on the first socket() or connect() of an AF_INET/AF_INET6 TCP socket, never
+// destroyed.
+Interceptor& Core() {
+  if (Interceptor* c = g_core.load(std::memory_order_acquire)) return *c;
+  static Interceptor* const created = [] {
+    InterceptorConfig config = InterceptorConfig::FromEnvironment();
+    config.log = LogToStderr;
+    auto* c = new Interceptor(RealSyscalls(), Table(), std::move(config));
+    pthread_atfork(nullptr, nullptr, AfterForkInChild);
+    g_core.store(c, std::memory_order_release);
+    return c;
+  }();
+  return *created;
+}
+
+// The core if anything was ever routed (or tried); nullptr keeps the fast path.
+inline Interceptor* CoreIfCreated() { return g_core.load(std::memory_order_acquire); }
+
+int Fcntl(int (*real)(int, int, ...), int fd, int cmd, void* arg) {
+  const int r = real(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+    if (Interceptor* core = CoreIfCreated()) core->AfterDup(fd, r);
+  }
+  return r;
+}
+
+int Dup2(int fd, int newfd, int flags, bool is_dup3) {
+  Interceptor* core = CoreIfCreated();
+  if (core != nullptr && fd != newfd) core->BeforeReplace(newfd);
+  const int r = is_dup3 ? XSOCK_REAL(dup3)(fd, newfd, flags) : XSOCK_REAL(dup2)(fd, newfd);
+  if (r >= 0 && core != nullptr) core->AfterDup(fd, newfd);
+  return r;
+}
+
+__attribute__((constructor)) void ResolveAtLoad() { ResolveRealCalls(); }
+
+}  // namespace
+
+// ---- Generated: one call on one descriptor ----
+
+#define XSOCK_FD_HOOK(ret, name, params, args, sys, routed) \
+  extern "C" XSOCK_EXPORT ret name params noexcept {        \
+    if (FdRef ref = Table().Find(fd)) {                     \
+      FrontSocket& s = *ref.as<FrontSocket>();              \
+      return ToLibc<ret>(routed);                           \
+    }                                                       \
+    return XSOCK_REAL(name) args;                           \
+  }
+#define XSOCK_OWN_HOOK(ret, name, params, args, sys)
+#include "libintercept/hooks.def"
+#undef XSOCK_FD_HOOK
+#undef XSOCK_OWN_HOOK
+
+// ---- Written out ----
+
+extern "C" XSOCK_EXPORT int socket(int domain, int type, int protocol) noexcept {
+  const int fd = XSOCK_REAL(socket)(domain, type, protocol);
+  if (fd < 0) return fd;
+  const bool tcp = (domain == AF_INET || domain == AF_INET6) &&
+                   (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM;
+  if (tcp) {
+    Core().AfterTcpSocket(fd);
+  } else if (Interceptor* core = CoreIfCreated()) {
+    core->AfterNewDescriptor(fd);
+  }
+  return fd;
+}
+
+extern "C" XSOCK_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) noexcept {
+  const int r = XSOCK_REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (r == 0) {
+    if (Interceptor* core = CoreIfCreated()) core->AfterEpollCtl(epfd, op, fd, ev);
+  }
+  return r;
+}
+
+extern "C" XSOCK_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+  const bool inet = addr != nullptr && len >= static_cast<socklen_t>(sizeof(sa_family_t)) &&
+                    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
+  if (!inet && !Table().Contains(fd)) return XSOCK_REAL(connect)(fd, addr, len);
+  return ToLibc<int>(Core().Connect(fd, addr, len));
+}
+
+extern "C" XSOCK_EXPORT int close(int fd) noexcept {
+  if (Interceptor* core = CoreIfCreated()) return ToLibc<int>(core->Close(fd));
+  return XSOCK_REAL(close)(fd);
+}
+
+extern "C" XSOCK_EXPORT int dup(int fd) noexcept {
+  const int r = XSOCK_REAL(dup)(fd);
+  if (r >= 0) {
+    if (Interceptor* core = CoreIfCreated()) core->AfterDup(fd, r);
+  }
+  return r;
+}
+
+extern "C" XSOCK_EXPORT int dup2(int fd, int newfd) noexcept { return Dup2(fd, newfd, 0, false); }
+
+extern "C" XSOCK_EXPORT int dup3(int fd, int newfd, int flags) noexcept {
+  return Dup2(fd, newfd, flags, true);
+}
+
+extern "C" XSOCK_EXPORT int close_range(unsigned first, unsigned last, int flags) noexcept {
+  Interceptor* core = CoreIfCreated();
+  // Forget before closing (the numbers are free for reuse the moment they close), but
+  // only when the call cannot fail on its arguments.
+  const int known = CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC;
+  if (core != nullptr && first <= last && (flags & ~known) == 0) {
+    core->BeforeCloseRange(first, last, flags);
+  }
+  return XSOCK_REAL(close_range)(first, last, flags);
+}
+
+extern "C" XSOCK_EXPORT int fcntl(int fd, int cmd, ...) noexcept {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return Fcntl(XSOCK_REAL(fcntl), fd, cmd, arg);
+}
+
+extern "C" XSOCK_EXPORT int fcntl64(int fd, int cmd, ...) noexcept {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return Fcntl(XSOCK_REAL(fcntl64), fd, cmd, arg);
+}
+
+extern "C" XSOCK_EXPORT int ioctl(int fd, unsigned long request, ...) noexcept {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (FdRef ref = Table().Find(fd)) {
+    Result r = Result::Ok(0);
+    if (Core().Ioctl(*ref.as<FrontSocket>(), fd, request, arg, &r)) return ToLibc<int>(r);
+  }
+  return XSOCK_REAL(ioctl)(fd, request, arg);
+}
+
+}  // namespace xsock::intercept

@@ -1,0 +1,438 @@
+#include "libintercept/interceptor.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "shared/socket_page.h"
+
+namespace xsock::intercept {
+namespace {
+
+int ErrOf(const proto::Reply& r) {
+  return std::visit([](const auto& m) { return static_cast<int>(m.err); }, r);
+}
+
+// Copies `n` bytes of an option or address out the way the kernel does: truncated to
+// the caller's room, with the full length reported back.
+void CopyOut(void* dst, socklen_t* len, const void* src, size_t n) {
+  const size_t room = static_cast<size_t>(*len);
+  if (dst != nullptr) std::memcpy(dst, src, n < room ? n : room);
+  *len = static_cast<socklen_t>(n < room ? n : room);
+}
+
+int GetIntOpt(const Syscalls& sys, int fd, int level, int name, int* value) {
+  socklen_t len = sizeof(*value);
+  return sys.getsockopt(fd, level, name, value, &len);
+}
+
+// Maps the socket memfd after checking it against our own records: its size follows
+// from the ring order in the reply, and the page must carry the magic and version.
+void* MapSocketMemory(int memfd, uint32_t order) {
+  struct stat st;
+  const size_t size = SocketMemfdSize(order);
+  if (fstat(memfd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size) return nullptr;
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (base == MAP_FAILED) return nullptr;
+  const auto* page = static_cast<const SocketPage*>(base);
+  if (page->magic != kSocketPageMagic || page->version != kSocketPageVersion) {
+    munmap(base, size);
+    return nullptr;
+  }
+  return base;
+}
+
+}  // namespace
+
+InterceptorConfig InterceptorConfig::FromEnvironment() {
+  InterceptorConfig c;
+  if (const char* p = getenv("XSOCK_SOCKET"); p != nullptr && *p != '\0') c.socket_path = p;
+  if (const char* r = getenv("XSOCK_ROUTE"); r != nullptr) c.route = r;
+  return c;
+}
+
+Interceptor::Interceptor(const Syscalls& sys, FdTable& table, InterceptorConfig config)
+    : sys_(sys),
+      table_(table),
+      config_(std::move(config)),
+      routes_([this] {
+        std::vector<std::string> errors;
+        RouteTable t = RouteTable::Parse(config_.route, &errors);
+        for (const std::string& e : errors) Log(absl::StrCat("xsock: ", e));
+        return t;
+      }()),
+      control_(sys, config_.socket_path) {}
+
+void Interceptor::Log(absl::string_view line) {
+  if (config_.log) config_.log(line);
+}
+
+void Interceptor::LogUnreachableOnce(absl::string_view why) {
+  if (warned_unreachable_.exchange(true)) return;
+  Log(absl::StrCat("xsock: ", why, "; routed connections fail with ECONNREFUSED"));
+}
+
+// ---- connect -------------------------------------------------------------------------
+
+Result Interceptor::Connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (FdRef ref = table_.Find(fd)) return ConnectRouted(*ref.as<FrontSocket>(), fd);
+  if (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr)) {
+    epoll_.Take(fd);  // decided: the kernel socket stays
+    return Result::FromLibc(sys_.connect(fd, addr, len));
+  }
+  return Route(fd, addr, len);
+}
+
+Result Interceptor::ConnectRouted(FrontSocket& s, int fd) {
+  // connect() again on a socket that is already routed: the kernel's answers.
+  switch (s.state()) {
+    case SocketState::kConnecting: {
+      const int fl = sys_.fcntl(fd, F_GETFL);
+      if (fl < 0 || (fl & O_NONBLOCK)) return Result::Err(EALREADY);
+      return s.WaitConnected(fd);
+    }
+    case SocketState::kConnected: return Result::Err(EISCONN);
+    case SocketState::kIdle: return Result::Err(ECONNREFUSED);  // xsockd never took it
+    case SocketState::kFailed:
+    case SocketState::kClosed: {
+      const int e = s.TakeSoError();
+      return Result::Err(e != 0 ? e : ECONNABORTED);
+    }
+  }
+  return Result::Err(EINVAL);
+}
+
+bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
+  if (!FdTable::CanHold(fd)) return false;
+  int type = 0, protocol = 0, domain = 0;
+  if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_TYPE, &type) != 0 || type != SOCK_STREAM) return false;
+  if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_PROTOCOL, &protocol) != 0 ||
+      protocol != IPPROTO_TCP) {
+    return false;  // SCTP, MPTCP, ... stay with the kernel
+  }
+  // A family mismatch is the kernel's error to report.
+  return GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) == 0 &&
+         domain == addr->sa_family;
+}
+
+Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
+  auto dest = proto::FromSockaddr(addr, len);
+  if (!dest.ok()) return Result::Err(EINVAL);
+  const int domain = addr->sa_family;
+
+  auto created = control_.Call(proto::SocketRequest{
+      .domain = static_cast<uint32_t>(domain),
+      .type = SOCK_STREAM,
+      .protocol = IPPROTO_TCP,
+      .ring_order = config_.ring_order,
+  });
+  if (!created.ok()) {
+    if (absl::IsUnavailable(created.status())) {
+      LogUnreachableOnce(created.status().message());
+    } else {
+      Log(absl::StrCat("xsock: socket request for ", proto::ToString(*dest),
+                       " failed: ", created.status().message()));
+    }
+    return Result::Err(ECONNREFUSED);
+  }
+  const auto& reply = std::get<proto::SocketReply>(created->reply);
+  if (reply.err != 0) return Result::Err(reply.err);  // e.g. refused by xsockd's policy
+  const int channel = created->fds[0];
+  const int memfd = created->fds[1];
+
+  void* base = MapSocketMemory(memfd, reply.ring_order);
+  sys_.close(memfd);
+  int channel_type = 0;
+  if (base == nullptr ||
+      GetIntOpt(sys_, channel, SOL_SOCKET, SO_TYPE, &channel_type) != 0 ||
+      channel_type != SOCK_STREAM ||
+      FrontSocket::InitPageLocks(static_cast<SocketPage*>(base)) != 0) {
+    if (base != nullptr) munmap(base, SocketMemfdSize(reply.ring_order));
+    sys_.close(channel);
+    Log(absl::StrCat("xsock: xsockd sent an unusable socket for ", proto::ToString(*dest)));
+    return Result::Err(ECONNREFUSED);
+  }
+  FrontSocket* s = pool_.Take();
+  if (s == nullptr) {
+    munmap(base, SocketMemfdSize(reply.ring_order));
+    sys_.close(channel);
+    return Result::Err(ENOBUFS);
+  }
+  s->Open(sys_, {base, reply.ring_order, reply.socket_id, domain}, &pool_);
+  FdRef owner = FdRef::Adopt(s);  // unmaps on every early return below
+  s->set_attached_generation(created->generation);
+
+  // The application end polls unwritable after one small write (stuffing).
+  const int one = 1;
+  sys_.setsockopt(channel, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
+  const std::vector<proto::SetSockOptRequest> options = OptionsToReplay(fd, *s);
+
+  const int fl = sys_.fcntl(fd, F_GETFL);
+  const int fdfl = sys_.fcntl(fd, F_GETFD);
+  const bool nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+  if (nonblocking) {
+    const int cfl = sys_.fcntl(channel, F_GETFL);
+    sys_.fcntl(channel, F_SETFL, (cfl < 0 ? 0 : cfl) | O_NONBLOCK);
+  }
+  const int cloexec = fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0;
+  if (sys_.dup3(channel, fd, cloexec) < 0) {
+    const int e = errno;
+    sys_.close(channel);
+    return Result::Err(e);
+  }
+  sys_.close(channel);
+  table_.Install(fd, s);
+  for (const auto& req : options) {
+    proto::Reply ignored;  // best effort: the kernel socket accepted them once
+    Forward(*s, fd, req, &ignored);
+  }
+
+  // Unwritable until xsockd drains the channel when the connect finishes.
+  s->Stuff(fd);
+  // The swap closed the kernel socket and with it its epoll registrations: carry them
+  // over to the channel, now that it polls as a connecting socket does.
+  for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  auto connected = control_.CallForSocket(proto::ConnectRequest{reply.socket_id, *dest},
+                                          reply.socket_id, fd, s->attached_generation());
+  if (!connected.ok()) {
+    if (absl::IsUnavailable(connected.status())) {
+      LogUnreachableOnce(connected.status().message());
+    } else {
+      Log(absl::StrCat("xsock: connect to ", proto::ToString(*dest),
+                       " failed: ", connected.status().message()));
+    }
+    return Result::Err(ECONNREFUSED);
+  }
+  s->set_attached_generation(connected->generation);
+  const int err = ErrOf(connected->reply);
+  if (err == 0) return Result::Ok(0);
+  if (err != EINPROGRESS) {
+    s->TakeSoError();  // reported here, as the kernel's blocking connect does
+    return Result::Err(err);
+  }
+  if (nonblocking) return Result::Err(EINPROGRESS);
+  return s->WaitConnected(fd);
+}
+
+std::vector<proto::SetSockOptRequest> Interceptor::OptionsToReplay(int fd, FrontSocket& s) {
+  struct Option {
+    int level, name, normal;
+  };
+  // Options a client commonly sets before connecting, with the value a fresh socket has;
+  // only changed ones are sent.
+  static constexpr Option kInts[] = {
+      {IPPROTO_TCP, TCP_NODELAY, 0},   {SOL_SOCKET, SO_KEEPALIVE, 0},
+      {IPPROTO_TCP, TCP_KEEPIDLE, 7200}, {IPPROTO_TCP, TCP_KEEPINTVL, 75},
+      {IPPROTO_TCP, TCP_KEEPCNT, 9},
+  };
+  std::vector<proto::SetSockOptRequest> changed;
+  auto add = [&](int level, int name, const void* v, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(v);
+    changed.push_back({s.socket_id(), level, name, std::vector<uint8_t>(b, b + n)});
+  };
+  for (const Option& o : kInts) {
+    int v = 0;
+    if (GetIntOpt(sys_, fd, o.level, o.name, &v) == 0 && v != o.normal) {
+      add(o.level, o.name, &v, sizeof(v));
+    }
+  }
+  int tos = 0;
+  const bool v6 = s.domain() == AF_INET6;
+  const int tos_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+  const int tos_name = v6 ? IPV6_TCLASS : IP_TOS;
+  if (GetIntOpt(sys_, fd, tos_level, tos_name, &tos) == 0 && tos != 0) {
+    add(tos_level, tos_name, &tos, sizeof(tos));
+  }
+  linger lg = {};
+  socklen_t lglen = sizeof(lg);
+  if (sys_.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &lglen) == 0 && lg.l_onoff != 0) {
+    add(SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  }
+  // Timeouts govern waits in this process: keep them locally.
+  for (const bool receive : {true, false}) {
+    timeval tv = {};
+    socklen_t tvlen = sizeof(tv);
+    if (sys_.getsockopt(fd, SOL_SOCKET, receive ? SO_RCVTIMEO : SO_SNDTIMEO, &tv, &tvlen) == 0) {
+      s.SetTimeout(receive, tv);
+    }
+  }
+  return changed;
+}
+
+// ---- descriptors ---------------------------------------------------------------------
+
+Result Interceptor::Close(int fd) {
+  control_.ForgetIfOurs(fd);
+  epoll_.Closing(fd);
+  // Forget first: once the number is closed another thread may get it back at once.
+  FdRef old = table_.Remove(fd);
+  return Result::FromLibc(sys_.close(fd));
+}
+
+void Interceptor::AfterDup(int oldfd, int newfd) {
+  if (oldfd == newfd) return;
+  epoll_.Take(newfd);  // whatever newfd was, it is something else now
+  if (FdRef s = table_.Find(oldfd)) {
+    table_.Install(newfd, s.get());
+  } else {
+    table_.Remove(newfd);
+  }
+}
+
+void Interceptor::BeforeReplace(int newfd) { control_.ForgetIfOurs(newfd); }
+
+void Interceptor::BeforeCloseRange(unsigned first, unsigned last, int flags) {
+  if (flags & CLOSE_RANGE_CLOEXEC) return;  // nothing is closed now
+  if (first > last) return;
+  control_.ForgetIfInRange(first, last);
+  epoll_.ClosingRange(first, last);
+  table_.RemoveRange(first, last);
+}
+
+void Interceptor::AfterNewDescriptor(int fd) {
+  if (table_.Contains(fd)) table_.Remove(fd);
+  control_.ForgetIfOurs(fd);
+}
+
+void Interceptor::AfterTcpSocket(int fd) {
+  AfterNewDescriptor(fd);
+  epoll_.Take(fd);  // a stale candidate of the same number
+  if (!routes_.empty()) epoll_.MarkCandidate(fd);
+}
+
+void Interceptor::AfterForkChild() {
+  control_.AfterForkChild();
+  pool_.ResetAfterFork();
+  epoll_.ResetAfterFork();
+}
+
+// ---- forwarded calls -----------------------------------------------------------------
+
+Result Interceptor::Forward(FrontSocket& s, int fd, const proto::Request& req,
+                            proto::Reply* reply) {
+  auto r = control_.CallForSocket(req, s.socket_id(), fd, s.attached_generation());
+  if (!r.ok()) {
+    if (absl::IsUnavailable(r.status())) LogUnreachableOnce(r.status().message());
+    return Result::Err(ENOTCONN);
+  }
+  if (ErrOf(r->reply) != 0) return Result::Err(ErrOf(r->reply));
+  s.set_attached_generation(r->generation);
+  *reply = std::move(r->reply);
+  return Result::Ok(0);
+}
+
+Result Interceptor::GetSockOpt(FrontSocket& s, int fd, int level, int name, void* value,
+                               socklen_t* len) {
+  if (len == nullptr || static_cast<int>(*len) < 0) return Result::Err(EFAULT);
+  if (level == SOL_SOCKET) {
+    int v;
+    switch (name) {
+      case SO_ERROR: v = s.TakeSoError(); break;
+      case SO_TYPE: v = SOCK_STREAM; break;
+      case SO_DOMAIN: v = s.domain(); break;
+      case SO_PROTOCOL: v = IPPROTO_TCP; break;
+      case SO_ACCEPTCONN: v = 0; break;
+      case SO_RCVTIMEO:
+      case SO_SNDTIMEO: {
+        const timeval tv = s.GetTimeout(name == SO_RCVTIMEO);
+        CopyOut(value, len, &tv, sizeof(tv));
+        return Result::Ok(0);
+      }
+      default: goto forward;
+    }
+    CopyOut(value, len, &v, sizeof(v));
+    return Result::Ok(0);
+  }
+forward:
+  proto::Reply reply;
+  const uint32_t room = *len > proto::kMaxOptLen ? proto::kMaxOptLen : *len;
+  const Result r = Forward(s, fd, proto::GetSockOptRequest{s.socket_id(), level, name, room},
+                           &reply);
+  if (!r.ok()) return r;
+  const auto& got = std::get<proto::GetSockOptReply>(reply).value;
+  CopyOut(value, len, got.data(), got.size());
+  return Result::Ok(0);
+}
+
+Result Interceptor::SetSockOpt(FrontSocket& s, int fd, int level, int name, const void* value,
+                               socklen_t len) {
+  if (value == nullptr && len > 0) return Result::Err(EFAULT);
+  if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO)) {
+    timeval tv;
+    if (len < sizeof(tv)) return Result::Err(EINVAL);
+    std::memcpy(&tv, value, sizeof(tv));
+    if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return Result::Err(EDOM);
+    s.SetTimeout(name == SO_RCVTIMEO, tv);
+    return Result::Ok(0);
+  }
+  if (len > proto::kMaxOptLen) return Result::Err(EINVAL);
+  const auto* b = static_cast<const uint8_t*>(value);
+  proto::Reply reply;
+  return Forward(s, fd,
+                 proto::SetSockOptRequest{s.socket_id(), level, name,
+                                          std::vector<uint8_t>(b, b + len)},
+                 &reply);
+}
+
+Result Interceptor::GetName(FrontSocket& s, int fd, bool peer, sockaddr* addr, socklen_t* len) {
+  if (len == nullptr || static_cast<int>(*len) < 0) return Result::Err(EFAULT);
+  proto::Reply reply;
+  const Result r = peer ? Forward(s, fd, proto::GetPeerNameRequest{s.socket_id()}, &reply)
+                        : Forward(s, fd, proto::GetSockNameRequest{s.socket_id()}, &reply);
+  if (!r.ok()) return r;
+  const proto::SockAddr a = peer ? std::get<proto::GetPeerNameReply>(reply).addr
+                                 : std::get<proto::GetSockNameReply>(reply).addr;
+  sockaddr_storage ss;
+  const socklen_t n = proto::ToSockaddr(a, &ss);
+  const socklen_t room = *len;
+  if (addr != nullptr) std::memcpy(addr, &ss, n < room ? n : room);
+  *len = n;  // the kernel reports the full length even when it truncated
+  return Result::Ok(0);
+}
+
+Result Interceptor::GetSockName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len) {
+  return GetName(s, fd, /*peer=*/false, addr, len);
+}
+
+Result Interceptor::GetPeerName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len) {
+  return GetName(s, fd, /*peer=*/true, addr, len);
+}
+
+Result Interceptor::Shutdown(FrontSocket& s, int fd, int how) {
+  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return Result::Err(EINVAL);
+  proto::Reply reply;
+  const Result r = Forward(
+      s, fd, proto::ShutdownRequest{s.socket_id(), static_cast<uint32_t>(how)}, &reply);
+  if (r.ok()) s.ShutdownLocal(how);
+  return r;
+}
+
+bool Interceptor::Ioctl(FrontSocket& s, int /*fd*/, unsigned long request, void* arg,
+                        Result* out) {
+  int v;
+  switch (request) {
+    case FIONREAD: v = static_cast<int>(s.ReadableBytes()); break;  // = SIOCINQ
+    case SIOCOUTQ:
+    case SIOCOUTQNSD: v = static_cast<int>(s.UnsentBytes()); break;
+    case SIOCATMARK: v = 0; break;  // urgent data never reaches the app
+    default: return false;
+  }
+  if (arg == nullptr) {
+    *out = Result::Err(EFAULT);
+    return true;
+  }
+  std::memcpy(arg, &v, sizeof(v));
+  *out = Result::Ok(0);
+  return true;
+}
+
+}  // namespace xsock::intercept

@@ -1,0 +1,111 @@
+// The routed implementation behind the hooks: the connect-time routing decision and
+// the swap of a kernel socket for a channel, the fd-table bookkeeping of close/dup, and
+// the calls forwarded to xsockd (options, names, shutdown). Data calls go straight to
+// FrontSocket (see routed_io.h).
+//
+// Nothing here depends on being preloaded: the system calls, the fd table, the socket
+// path, the routes and the diagnostics sink are injected, and tests drive it directly.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "libintercept/control_client.h"
+#include "libintercept/epoll_shadow.h"
+#include "libintercept/fd_table.h"
+#include "libintercept/front_socket.h"
+#include "libintercept/result.h"
+#include "libintercept/route.h"
+#include "shared/syscalls.h"
+
+namespace xsock::intercept {
+
+inline constexpr char kDefaultSocketPath[] = "/run/xsock/xsockd.sock";
+
+struct InterceptorConfig {
+  std::string socket_path = kDefaultSocketPath;  // XSOCK_SOCKET
+  std::string route;                             // XSOCK_ROUTE
+  uint32_t ring_order = 0;                       // 0: xsockd's default
+  // Receives one diagnostic line (no newline). libxsock.so writes it to stderr.
+  std::function<void(absl::string_view)> log;
+
+  // XSOCK_SOCKET, XSOCK_ROUTE from the environment.
+  static InterceptorConfig FromEnvironment();
+};
+
+class Interceptor {
+ public:
+  Interceptor(const Syscalls& sys, FdTable& table, InterceptorConfig config);
+  Interceptor(const Interceptor&) = delete;
+  Interceptor& operator=(const Interceptor&) = delete;
+
+  // ---- Calls on any descriptor ----
+
+  // connect(): a routed socket's state machine, a new route, or the kernel's connect.
+  Result Connect(int fd, const sockaddr* addr, socklen_t len);
+  // close(): forgets `fd`, then closes it; the socket is unmapped with its last descriptor.
+  Result Close(int fd);
+  // After a successful dup/dup2/dup3/F_DUPFD: `newfd` now refers to what `oldfd` does.
+  void AfterDup(int oldfd, int newfd);
+  // Before dup2/dup3 replace `newfd` (only matters if it is the control connection).
+  void BeforeReplace(int newfd);
+  // Before close_range(): forgets the descriptors it is about to close.
+  void BeforeCloseRange(unsigned first, unsigned last, int flags);
+  // A call that creates descriptors returned `fd`: whatever we knew about that number
+  // was closed behind our back (e.g. by libc internally) and is stale.
+  void AfterNewDescriptor(int fd);
+  // socket() made `fd`, an AF_INET/AF_INET6 SOCK_STREAM socket: connect() may swap it,
+  // so its epoll registrations are remembered (see epoll_shadow.h).
+  void AfterTcpSocket(int fd);
+  // A successful epoll_ctl().
+  void AfterEpollCtl(int epfd, int op, int fd, const epoll_event* ev) {
+    epoll_.AfterEpollCtl(epfd, op, fd, ev);
+  }
+
+  // ---- Calls on a routed socket `s` (fd refers to it) ----
+
+  Result GetSockOpt(FrontSocket& s, int fd, int level, int name, void* value, socklen_t* len);
+  Result SetSockOpt(FrontSocket& s, int fd, int level, int name, const void* value,
+                    socklen_t len);
+  Result GetSockName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len);
+  Result GetPeerName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len);
+  Result Shutdown(FrontSocket& s, int fd, int how);
+  // ioctl(): answers FIONREAD/SIOCINQ, SIOCOUTQ, SIOCOUTQNSD, SIOCATMARK. Returns false
+  // for every other request, which then goes to the channel (FIONBIO, ...).
+  bool Ioctl(FrontSocket& s, int fd, unsigned long request, void* arg, Result* out);
+
+  // pthread_atfork child handler.
+  void AfterForkChild();
+
+  FdTable& table() { return table_; }
+  const RouteTable& routes() const { return routes_; }
+
+ private:
+  Result ConnectRouted(FrontSocket& s, int fd);
+  bool IsRoutableSocket(int fd, const sockaddr* addr);
+  Result Route(int fd, const sockaddr* addr, socklen_t len);
+  // Options set on the kernel socket before connect(), to replay to xsockd; takes the
+  // timeouts into `s`.
+  std::vector<proto::SetSockOptRequest> OptionsToReplay(int fd, FrontSocket& s);
+  Result Forward(FrontSocket& s, int fd, const proto::Request& req, proto::Reply* reply);
+  Result GetName(FrontSocket& s, int fd, bool peer, sockaddr* addr, socklen_t* len);
+  void Log(absl::string_view line);
+  void LogUnreachableOnce(absl::string_view why);
+
+  const Syscalls& sys_;
+  FdTable& table_;
+  const InterceptorConfig config_;
+  const RouteTable routes_;
+  ControlClient control_;
+  FrontSocketPool pool_;
+  EpollShadow epoll_;
+  std::atomic<bool> warned_unreachable_{false};
+};
+
+}  // namespace xsock::intercept
