@@ -24,11 +24,16 @@ constexpr int kMaxDrainChunks = 256;
 
 const char* StateName(SocketState s) {
   switch (s) {
-    case SocketState::kIdle: return "idle";
-    case SocketState::kConnecting: return "connecting";
-    case SocketState::kConnected: return "connected";
-    case SocketState::kFailed: return "failed";
-    case SocketState::kClosed: return "closed";
+    case SocketState::kIdle:
+      return "idle";
+    case SocketState::kConnecting:
+      return "connecting";
+    case SocketState::kConnected:
+      return "connected";
+    case SocketState::kFailed:
+      return "failed";
+    case SocketState::kClosed:
+      return "closed";
   }
   return "unknown";
 }
@@ -66,8 +71,8 @@ absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::Create(const Socke
 
   std::unique_ptr<BackendSocket> sock(new BackendSocket(
       params, env, std::move(*mem), std::move(ours), std::move(host), st.st_dev, st.st_ino));
-  if (auto s = env.loop->Add(sock->channel_.get(), kChannelEvents,
-                             Token{Source::kChannel, params.id});
+  if (auto s =
+          env.loop->Add(sock->channel_.get(), kChannelEvents, Token{Source::kChannel, params.id});
       !s.ok()) {
     return s;
   }
@@ -108,13 +113,17 @@ void BackendSocket::SetState(SocketState state) {
 
 int BackendSocket::Connect(const proto::SockAddr& addr) {
   switch (state_) {
-    case SocketState::kIdle: break;
-    case SocketState::kConnecting: return EALREADY;
-    case SocketState::kConnected: return EISCONN;
+    case SocketState::kIdle:
+      break;
+    case SocketState::kConnecting:
+      return EALREADY;
+    case SocketState::kConnected:
+      return EISCONN;
     // The channel of a failed or closed socket is shut down for good; unlike a kernel
     // socket it cannot be connected again.
     case SocketState::kFailed:
-    case SocketState::kClosed: return ECONNABORTED;
+    case SocketState::kClosed:
+      return ECONNABORTED;
   }
   if (!host_.valid() || app_gone_) return EBADF;
   dest_ = addr;
@@ -165,17 +174,6 @@ int BackendSocket::Shutdown(int how) {
   return 0;
 }
 
-void BackendSocket::Release() {
-  if (released_) return;
-  released_ = true;
-  Log(LogLevel::kInfo, "event=release {} state={}", Who(), StateName(state_));
-  app_gone_ = true;
-  // Any other holder of the app's end now sees a hang-up (reads: ECONNRESET).
-  ::shutdown(channel_.get(), SHUT_RDWR);
-  channel_wr_shut_ = true;
-  Pass();
-}
-
 int BackendSocket::GetSockName(proto::SockAddr* addr) const {
   if (!host_.valid()) return ENOTCONN;
   sockaddr_storage ss;
@@ -216,8 +214,8 @@ int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> v
     linger_recorded_ = true;
     return 0;
   }
-  if (setsockopt(host_.get(), level, optname, value.data(),
-                 static_cast<socklen_t>(value.size())) != 0) {
+  if (setsockopt(host_.get(), level, optname, value.data(), static_cast<socklen_t>(value.size())) !=
+      0) {
     return errno;
   }
   return 0;
@@ -228,8 +226,9 @@ int BackendSocket::GetSockOpt(int level, int optname, uint32_t optlen,
   if (ClassifySockOpt(level, optname) == OptAccess::kDenied) return ENOPROTOOPT;
   if (!host_.valid()) return EINVAL;
   if (level == SOL_SOCKET && optname == SO_LINGER && linger_recorded_) {
-    value->assign(reinterpret_cast<const uint8_t*>(&linger_),
-                  reinterpret_cast<const uint8_t*>(&linger_) + std::min<size_t>(optlen, sizeof(linger_)));
+    value->assign(
+        reinterpret_cast<const uint8_t*>(&linger_),
+        reinterpret_cast<const uint8_t*>(&linger_) + std::min<size_t>(optlen, sizeof(linger_)));
     return 0;
   }
   uint8_t buf[proto::kMaxOptLen];
@@ -435,7 +434,9 @@ void BackendSocket::Pass() {
       if (state_ == SocketState::kConnected && !rings_corrupt_) PumpOut();
       if (state_ == SocketState::kConnected && !rings_corrupt_) MaybeShutdownHostWrite();
     }
-    if (out_dead_) DiscardOut();
+    // Bytes in `out` that can never be sent (after an error, or written after SHUT_WR) are
+    // consumed, so `out` never stays full and the app end never stays unwritable.
+    if (out_dead_ || host_wr_shut_) DiscardOut();
     const bool drained = MaybeDrainChannel();
     MaybeFinish();
     if (drained) {
@@ -576,7 +577,7 @@ bool BackendSocket::MaybeDrainChannel() {
   if (!channel_dirty_) return false;
   // Before completion the stuffing is what keeps a connecting descriptor unwritable.
   if (state_ == SocketState::kIdle || state_ == SocketState::kConnecting) return false;
-  if (!app_gone_ && !out_dead_ && !rings_corrupt_) {
+  if (!app_gone_ && !out_dead_ && !host_wr_shut_ && !rings_corrupt_) {
     const auto fill = OutFill();
     // While `out` is full the stuffing stays, so the app end stays unwritable.
     if (fill && *fill == out_.size()) return false;
@@ -609,8 +610,8 @@ void BackendSocket::MaybeFinish() {
     const auto fill = OutFill();
     if (fill && *fill > 0) return;  // flush what the app wrote before it closed
   }
-  Log(LogLevel::kInfo, "event=socket_closed {} reason={} state={} to_host={} from_host={}", Who(),
-      released_ ? "released" : "app_closed", StateName(state_), bytes_to_host_, bytes_from_host_);
+  Log(LogLevel::kInfo, "event=socket_closed {} reason=app_closed state={} to_host={} from_host={}",
+      Who(), StateName(state_), bytes_to_host_, bytes_from_host_);
   CloseHost();
   finished_ = true;
 }

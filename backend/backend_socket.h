@@ -48,8 +48,7 @@ class BackendSocket {
   // Makes the host socket, the channel pair and the shared memory, and registers
   // xsockd's channel end with the loop. *app_end receives the app's end of the channel.
   static absl::StatusOr<std::unique_ptr<BackendSocket>> Create(const SocketParams& params,
-                                                               SocketEnv env,
-                                                               UniqueFd* app_end);
+                                                               SocketEnv env, UniqueFd* app_end);
   ~BackendSocket();
   BackendSocket(const BackendSocket&) = delete;
   BackendSocket& operator=(const BackendSocket&) = delete;
@@ -61,9 +60,6 @@ class BackendSocket {
   int Connect(const proto::SockAddr& addr);
   // SHUT_WR is carried out once `out` is flushed; SHUT_RD ends `in` with EOF.
   int Shutdown(int how);
-  // The app is done with the socket: flush `out`, close the host socket gracefully, free.
-  // Other holders of the channel see it hang up.
-  void Release();
   int GetSockName(proto::SockAddr* addr) const;
   int GetPeerName(proto::SockAddr* addr) const;
   int SetSockOpt(int level, int optname, std::span<const uint8_t> value);
@@ -82,7 +78,6 @@ class BackendSocket {
   // app's send queue may be full too and a wake byte it sends may be lost (EAGAIN). The
   // daemon re-evaluates held sockets periodically; see backend/README.md.
   bool held() const;
-  bool released() const { return released_; }
 
   uint64_t id() const { return params_.id; }
   uint32_t ring_order() const { return params_.ring_order; }
@@ -101,9 +96,9 @@ class BackendSocket {
 
   // The evaluation after every event: pumps, deferred host shutdown, channel drain, finish.
   void Pass();
-  void PumpIn();              // host -> in
-  void PumpOut();             // out -> host
-  void DiscardHostInput();    // the app is gone: keep the host's receive queue empty
+  void PumpIn();            // host -> in
+  void PumpOut();           // out -> host
+  void DiscardHostInput();  // the app is gone: keep the host's receive queue empty
   void MaybeShutdownHostWrite();
   // Drain the channel (stuffing and wake bytes). True if any byte was read.
   bool MaybeDrainChannel();
@@ -113,8 +108,8 @@ class BackendSocket {
   // Ring fill levels; nullopt if the app's index is impossible (the socket is reset).
   std::optional<uint32_t> InFill();
   std::optional<uint32_t> OutFill();
-  void RecheckToken();   // the token invariant, re-checked on every wake
-  void SignalIn();       // after publishing into `in`: queue a token unless one is queued
+  void RecheckToken();           // the token invariant, re-checked on every wake
+  void SignalIn();               // after publishing into `in`: queue a token unless one is queued
   void FinishIn(int32_t error);  // in_error, token, then shut down the channel for writing
   void FailOut(int32_t error);   // out_error; `out` bytes are discarded from now on
   void DiscardOut();
@@ -144,17 +139,16 @@ class BackendSocket {
   bool host_readable_ = false;  // edge-triggered readiness, cached until EAGAIN
   bool host_writable_ = false;
   bool host_eof_ = false;
-  bool channel_dirty_ = false;     // the channel raised an event not yet drained
-  bool channel_wr_shut_ = false;   // EOF/error delivered: no more tokens
-  bool app_gone_ = false;          // last app reference closed, or released
-  bool released_ = false;
-  bool in_done_ = false;           // in_error written; no more host -> in
-  bool out_dead_ = false;          // out_error written; out bytes are discarded
-  bool rings_corrupt_ = false;     // reset: the rings are never touched again
-  bool shut_wr_pending_ = false;   // app asked for SHUT_WR; waiting for `out` to empty
+  bool channel_dirty_ = false;    // the channel raised an event not yet drained
+  bool channel_wr_shut_ = false;  // EOF/error delivered: no more tokens
+  bool app_gone_ = false;         // the app's last reference to its channel end closed
+  bool in_done_ = false;          // in_error written; no more host -> in
+  bool out_dead_ = false;         // out_error written; out bytes are discarded
+  bool rings_corrupt_ = false;    // reset: the rings are never touched again
+  bool shut_wr_pending_ = false;  // app asked for SHUT_WR; waiting for `out` to empty
   bool host_wr_shut_ = false;
   bool finished_ = false;
-  bool linger_recorded_ = false;   // SO_LINGER as the app set it (see SetSockOpt)
+  bool linger_recorded_ = false;  // SO_LINGER as the app set it (see SetSockOpt)
   struct linger linger_ = {};
   uint64_t progress_ = 0;  // bumps whenever bytes move or a token is queued
   uint64_t bytes_to_host_ = 0;

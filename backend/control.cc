@@ -146,12 +146,12 @@ proto::Reply ControlClient::Dispatch(const proto::Request& req, std::vector<Uniq
 }
 
 proto::Reply ControlClient::Handle(const proto::HelloRequest& req) {
-  proto::HelloReply reply;
-  reply.server_pid = static_cast<uint32_t>(getpid());
+  proto::HelloReply reply;  // on refusal: err and the version xsockd speaks, the rest 0
   if (req.min_version > proto::kVersion || req.max_version < proto::kVersion) {
     reply.err = EPROTONOSUPPORT;
     return reply;
   }
+  reply.server_pid = static_cast<uint32_t>(getpid());
   hello_done_ = true;
   caps_ = req.caps & proto::kAllCaps;
   reply.caps = caps_;
@@ -180,11 +180,10 @@ proto::Reply ControlClient::Handle(const proto::SocketRequest& req,
     return reply;
   }
   BackendSocket* s = *created;
+  // The app's end closes with the failed reply, so the socket frees itself.
   UniqueFd memfd = Dup(s->memfd());
   if (!memfd.valid()) {
     reply.err = errno;
-    s->Release();
-    ctx_.sockets->Settle(s);
     return reply;
   }
   authority_.insert(s->id());
@@ -221,9 +220,9 @@ proto::Reply ControlClient::Handle(const proto::ReleaseRequest& req) {
     reply.err = EBADF;
     return reply;
   }
+  // Only this connection's claim goes: the socket lives as long as the app's channel end.
   authority_.erase(req.socket_id);
-  s->Release();
-  ctx_.sockets->Settle(s);
+  Log(LogLevel::kInfo, "event=release socket={} client={} pid={}", req.socket_id, id_, cred_.pid);
   return reply;
 }
 
@@ -265,7 +264,8 @@ proto::Reply ControlClient::Handle(const proto::SetSockOptRequest& req) {
 proto::Reply ControlClient::Handle(const proto::GetSockOptRequest& req) {
   proto::GetSockOptReply reply;
   BackendSocket* s = Authorized(req.socket_id);
-  reply.err = s == nullptr ? EBADF : s->GetSockOpt(req.level, req.optname, req.optlen, &reply.value);
+  reply.err =
+      s == nullptr ? EBADF : s->GetSockOpt(req.level, req.optname, req.optlen, &reply.value);
   if (reply.err != 0) reply.value.clear();
   return reply;
 }

@@ -7,9 +7,7 @@
 namespace xsock::backend {
 
 // Ids are counters that never reach 2^61, so three bits hold the source.
-uint64_t EncodeToken(Token token) {
-  return (token.id << 3) | static_cast<uint64_t>(token.source);
-}
+uint64_t EncodeToken(Token token) { return (token.id << 3) | static_cast<uint64_t>(token.source); }
 
 Token DecodeToken(uint64_t raw) { return Token{static_cast<Source>(raw & 7), raw >> 3}; }
 
@@ -23,7 +21,8 @@ absl::Status EventLoop::Add(int fd, uint32_t events, Token token) {
   epoll_event ev = {};
   ev.events = events;
   ev.data.u64 = EncodeToken(token);
-  if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return ErrnoError(errno, "epoll_ctl add");
+  if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    return ErrnoError(errno, "epoll_ctl add");
   return absl::OkStatus();
 }
 
@@ -31,7 +30,8 @@ absl::Status EventLoop::Modify(int fd, uint32_t events, Token token) {
   epoll_event ev = {};
   ev.events = events;
   ev.data.u64 = EncodeToken(token);
-  if (epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) return ErrnoError(errno, "epoll_ctl mod");
+  if (epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0)
+    return ErrnoError(errno, "epoll_ctl mod");
   return absl::OkStatus();
 }
 

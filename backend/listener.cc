@@ -59,9 +59,10 @@ absl::Status PrepareDirectory(const std::string& dir) {
                               geteuid()));
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    return Failed(fmt::format("{} is writable by group or others (mode {:04o}); another user "
-                              "could replace the socket",
-                              dir, st.st_mode & 07777));
+    return Failed(
+        fmt::format("{} is writable by group or others (mode {:04o}); another user "
+                    "could replace the socket",
+                    dir, st.st_mode & 07777));
   }
   return absl::OkStatus();
 }
@@ -74,14 +75,18 @@ absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un
     return true;
   }
   switch (errno) {
-    case ECONNREFUSED: return false;  // a file with no listener behind it: stale
-    case EAGAIN:                      // a live listener with a full backlog
-    case EINPROGRESS: return true;
+    case ECONNREFUSED:
+      return false;  // a file with no listener behind it: stale
+    case EAGAIN:     // a live listener with a full backlog
+    case EINPROGRESS:
+      return true;
     case EPROTOTYPE:
-      return Failed(fmt::format("{} is in use by a program that is not xsockd "
-                                "(not a SOCK_SEQPACKET socket)",
-                                path));
-    default: return ErrnoError(errno, fmt::format("connect {}", path));
+      return Failed(
+          fmt::format("{} is in use by a program that is not xsockd "
+                      "(not a SOCK_SEQPACKET socket)",
+                      path));
+    default:
+      return ErrnoError(errno, fmt::format("connect {}", path));
   }
 }
 
@@ -92,9 +97,9 @@ absl::StatusOr<Listener> Listener::Open(const std::string& path) {
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(fmt::format(
-        "socket path {} is {} bytes long; the limit is {}", path, path.size(),
-        sizeof(addr.sun_path) - 1));
+    return absl::InvalidArgumentError(
+        fmt::format("socket path {} is {} bytes long; the limit is {}", path, path.size(),
+                    sizeof(addr.sun_path) - 1));
   }
   path.copy(addr.sun_path, path.size());
 
@@ -127,16 +132,15 @@ absl::StatusOr<Listener> Listener::Open(const std::string& path) {
   }
   if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, fmt::format("lstat {}", path));
   Listener listener(std::move(fd), path, st.st_dev, st.st_ino);
-  if (chmod(path.c_str(), kSocketMode) != 0) return ErrnoError(errno, fmt::format("chmod {}", path));
-  if (listen(listener.fd(), SOMAXCONN) != 0) return ErrnoError(errno, fmt::format("listen {}", path));
+  if (chmod(path.c_str(), kSocketMode) != 0)
+    return ErrnoError(errno, fmt::format("chmod {}", path));
+  if (listen(listener.fd(), SOMAXCONN) != 0)
+    return ErrnoError(errno, fmt::format("listen {}", path));
   return listener;
 }
 
 Listener::Listener(Listener&& other) noexcept
-    : fd_(std::move(other.fd_)),
-      path_(std::move(other.path_)),
-      dev_(other.dev_),
-      ino_(other.ino_) {
+    : fd_(std::move(other.fd_)), path_(std::move(other.path_)), dev_(other.dev_), ino_(other.ino_) {
   other.path_.clear();
 }
 

@@ -29,11 +29,18 @@ int main(int argc, char** argv) {
   }
   SetLogLevel(cl->options.log_level);
   signal(SIGPIPE, SIG_IGN);
+  // Blocked before the socket file exists, so a SIGTERM sent as soon as it appears is
+  // already a clean stop (the server reads it from a signalfd).
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop, nullptr);
 
   ServerOptions options;
   options.socket_path = cl->options.socket_path;
   options.ring_order = cl->options.ring_order;
-  options.handle_signals = true;  // blocks SIGTERM/SIGINT; xsockd starts no threads
+  options.handle_signals = true;
   auto server = Server::Create(options);
   if (!server.ok()) {
     std::fprintf(stderr, "xsockd: %s\n", std::string(server.status().message()).c_str());

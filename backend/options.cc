@@ -68,8 +68,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       if (!v.ok()) return v.status();
       const auto level = ParseLogLevel(*v);
       if (!level) {
-        return Bad(fmt::format("option '--log-level': '{}' is not one of error, warn, info, debug",
-                               *v));
+        return Bad(
+            fmt::format("option '--log-level': '{}' is not one of error, warn, info, debug", *v));
       }
       cl.options.log_level = *level;
     } else if (arg.name == "-q" || arg.name == "--quiet") {

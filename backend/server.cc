@@ -86,15 +86,23 @@ absl::Status Server::Run() {
       const Token token = DecodeToken(events[i].data.u64);
       const uint32_t ev = events[i].events;
       switch (token.source) {
-        case Source::kListener: Accept(); break;
-        case Source::kClient: OnClientEvent(token.id, ev); break;
+        case Source::kListener:
+          Accept();
+          break;
+        case Source::kClient:
+          OnClientEvent(token.id, ev);
+          break;
         case Source::kChannel:
         case Source::kHost:
-        case Source::kTimer: sockets_.Dispatch(token, ev); break;
+        case Source::kTimer:
+          sockets_.Dispatch(token, ev);
+          break;
         case Source::kSignal:
           if (const char* sig = ReadSignal(); sig != nullptr) stop_reason = sig;
           break;
-        case Source::kStop: stop_reason = "stop_request"; break;
+        case Source::kStop:
+          stop_reason = "stop_request";
+          break;
       }
     }
   }
@@ -119,8 +127,7 @@ void Server::Accept() {
     }
     const uint64_t id = next_client_id_++;
     auto client = std::make_unique<ControlClient>(
-        id, std::move(fd), cred,
-        ControlContext{&loop_, &sockets_, &stats_, options_.ring_order});
+        id, std::move(fd), cred, ControlContext{&loop_, &sockets_, &stats_, options_.ring_order});
     if (auto s = client->Start(); !s.ok()) {
       Log(LogLevel::kWarn, "event=accept_failed error={}", Quoted(std::string(s.message())));
       continue;

@@ -38,7 +38,7 @@ absl::StatusOr<BackendSocket*> SocketTable::Create(SocketParams params, UniqueFd
 
 BackendSocket* SocketTable::Find(uint64_t id) {
   auto it = sockets_.find(id);
-  if (it == sockets_.end() || it->second->released() || it->second->finished()) return nullptr;
+  if (it == sockets_.end() || it->second->finished()) return nullptr;
   return it->second.get();
 }
 
@@ -65,8 +65,8 @@ void SocketTable::Dispatch(Token token, uint32_t events) {
 
 void SocketTable::Settle(BackendSocket* s) {
   const uint64_t id = s->id();
-  if (s->finished() || s->released()) by_inode_.erase({s->app_dev(), s->app_ino()});
   if (s->finished()) {
+    by_inode_.erase({s->app_dev(), s->app_ino()});
     held_.erase(id);
     sockets_.erase(id);
     stats_->sockets_now--;

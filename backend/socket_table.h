@@ -31,15 +31,15 @@ class SocketTable {
 
   // Creates a socket (params.id is assigned here). *app_end receives the app's channel end.
   absl::StatusOr<BackendSocket*> Create(SocketParams params, UniqueFd* app_end);
-  // A socket a control request may name: live and not released. nullptr otherwise.
+  // The live socket with this id, or nullptr.
   BackendSocket* Find(uint64_t id);
-  // The socket whose app channel end has this identity (not released), or nullptr.
+  // The live socket whose app channel end has this identity, or nullptr.
   BackendSocket* FindByInode(dev_t dev, ino_t ino);
 
   // Events of sockets (Source::kChannel, kHost) and of the poll timer (kTimer).
   void Dispatch(Token token, uint32_t events);
-  // Call after any operation on s: frees it if finished (s is then dangling), forgets
-  // its inode once released, and tracks whether it is held.
+  // Call after any operation on s: frees it if finished (s is then dangling) and tracks
+  // whether it is held.
   void Settle(BackendSocket* s);
   // Frees every socket (daemon shutdown): host sockets close, channels hang up.
   void CloseAll();

@@ -129,8 +129,8 @@ absl::Status ControlClient::EnsureOpenLocked() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ControlClient::Response> ControlClient::ExchangeLocked(
-    const proto::Request& req, std::span<const int> fds) {
+absl::StatusOr<ControlClient::Response> ControlClient::ExchangeLocked(const proto::Request& req,
+                                                                      std::span<const int> fds) {
   const uint32_t seq = ++seq_;
   const std::vector<uint8_t> bytes = proto::EncodeRequest(seq, req);
   if (const int r = SendPacket(sys_, fd_, bytes, fds); r < 0) {
@@ -145,8 +145,7 @@ absl::StatusOr<ControlClient::Response> ControlClient::ExchangeLocked(
     const int r = left <= 0 ? 0 : sys_.poll(&p, 1, static_cast<int>(left));
     if (r < 0 && errno == EINTR) continue;  // never abandon a request half way
     if (r <= 0) return absl::DeadlineExceededError("no reply from xsockd");
-    const ssize_t n =
-        RecvPacket(sys_, fd_, buf, proto::kMaxMessageSize, out.fds, MSG_DONTWAIT);
+    const ssize_t n = RecvPacket(sys_, fd_, buf, proto::kMaxMessageSize, out.fds, MSG_DONTWAIT);
     if (n == -EAGAIN || n == -EWOULDBLOCK) continue;
     if (n < 0) return absl::UnavailableError(absl::StrCat("recv from xsockd: ", ErrnoName(-n)));
     if (n == 0) return absl::UnavailableError("xsockd closed the control connection");
@@ -172,14 +171,13 @@ absl::StatusOr<ControlClient::Response> ControlClient::ExchangeLocked(
 }
 
 absl::StatusOr<ControlClient::Response> ControlClient::Call(const proto::Request& req,
-                                                           std::span<const int> fds) {
+                                                            std::span<const int> fds) {
   MutexLock lock(&mu_);
   if (absl::Status s = EnsureOpenLocked(); !s.ok()) return s;
   auto r = ExchangeLocked(req, fds);
   if (!r.ok()) DropLocked(/*close_fd=*/true);
   return r;
 }
-
 
 absl::StatusOr<std::optional<ControlClient::Response>> ControlClient::AttachLocked(
     uint64_t socket_id, int channel_fd) {
@@ -191,16 +189,16 @@ absl::StatusOr<std::optional<ControlClient::Response>> ControlClient::AttachLock
   const auto& reply = std::get<proto::AttachReply>(r->reply);
   if (reply.err != 0) return std::optional<Response>(std::move(*r));
   if (reply.socket_id != socket_id) {
-    return absl::DataLossError(absl::StrCat("attach answered socket ", reply.socket_id,
-                                            " for socket ", socket_id));
+    return absl::DataLossError(
+        absl::StrCat("attach answered socket ", reply.socket_id, " for socket ", socket_id));
   }
   return std::optional<Response>();
 }
 
 absl::StatusOr<ControlClient::Response> ControlClient::CallForSocket(const proto::Request& req,
-                                                                    uint64_t socket_id,
-                                                                    int channel_fd,
-                                                                    uint64_t known_on) {
+                                                                     uint64_t socket_id,
+                                                                     int channel_fd,
+                                                                     uint64_t known_on) {
   MutexLock lock(&mu_);
   if (absl::Status s = EnsureOpenLocked(); !s.ok()) return s;
   if (known_on != generation_) {

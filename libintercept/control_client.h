@@ -8,8 +8,8 @@
 #include <sys/types.h>
 
 #include <atomic>
-#include <optional>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -61,9 +61,7 @@ class ControlClient {
   // Same for every descriptor in [first, last] (close_range).
   void ForgetIfInRange(unsigned first, unsigned last);
   // Cheap test used by the close/dup hooks.
-  bool IsOurs(int fd) const {
-    return fd >= 0 && fd_seen_.load(std::memory_order_relaxed) == fd;
-  }
+  bool IsOurs(int fd) const { return fd >= 0 && fd_seen_.load(std::memory_order_relaxed) == fd; }
 
   // pthread_atfork child handler: the mutex may be held by a thread that does not exist
   // in the child, and the connection belongs to the parent.

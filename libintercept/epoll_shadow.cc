@@ -70,9 +70,9 @@ std::vector<std::pair<int, epoll_event>> EpollShadow::Take(int fd) {
   for (const Registration& r : regs_) {
     if (r.fd == fd) out.emplace_back(r.epfd, r.ev);
   }
-  regs_.erase(std::remove_if(regs_.begin(), regs_.end(),
-                             [&](const Registration& r) { return r.fd == fd; }),
-              regs_.end());
+  regs_.erase(
+      std::remove_if(regs_.begin(), regs_.end(), [&](const Registration& r) { return r.fd == fd; }),
+      regs_.end());
   reg_count_.store(regs_.size(), std::memory_order_relaxed);
   return out;
 }
@@ -102,9 +102,10 @@ void EpollShadow::ClosingRange(unsigned first, unsigned last) {
   auto in_range = [&](int fd) {
     return static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last;
   };
-  regs_.erase(std::remove_if(regs_.begin(), regs_.end(),
-                             [&](const Registration& r) { return in_range(r.fd) || in_range(r.epfd); }),
-              regs_.end());
+  regs_.erase(
+      std::remove_if(regs_.begin(), regs_.end(),
+                     [&](const Registration& r) { return in_range(r.fd) || in_range(r.epfd); }),
+      regs_.end());
   reg_count_.store(regs_.size(), std::memory_order_relaxed);
 }
 

@@ -70,7 +70,7 @@ class EpollShadow {
 
   std::atomic<Chunk*> chunks_[kChunks] = {};
   pthread_mutex_t mu_;
-  std::vector<Registration> regs_;   // few: only sockets registered before connecting
+  std::vector<Registration> regs_;  // few: only sockets registered before connecting
   std::atomic<size_t> reg_count_{0};
 };
 

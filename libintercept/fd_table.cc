@@ -62,8 +62,7 @@ FdRef FdTable::Remove(int fd) {
   if (!CanHold(fd)) return {};
   Chunk* c = ChunkFor(fd, /*create=*/false);
   if (c == nullptr) return {};
-  RefCounted* old =
-      c->slots[fd & (kChunkSize - 1)].exchange(nullptr, std::memory_order_acq_rel);
+  RefCounted* old = c->slots[fd & (kChunkSize - 1)].exchange(nullptr, std::memory_order_acq_rel);
   return FdRef::Adopt(old);
 }
 

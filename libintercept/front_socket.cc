@@ -114,6 +114,20 @@ ssize_t IovTotal(const iovec* iov, int iovcnt) {
 
 uint32_t Clamp32(size_t n) { return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n); }
 
+// What a would-block read finds on the channel: EOF (0), a byte (1), or nothing (-1).
+int ProbeChannel(const Syscalls& sys, int fd) {
+  char b;
+  iovec iov = {&b, 1};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  for (;;) {
+    const ssize_t n = sys.recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<int>(n);
+    if (errno != EINTR) return -1;
+  }
+}
+
 }  // namespace
 
 int FrontSocket::InitPageLocks(SocketPage* page) {
@@ -163,14 +177,14 @@ SocketState FrontSocket::state() const {
 }
 
 uint32_t FrontSocket::ReadableBytes() const {
-  const uint32_t n = in_.prod->load(std::memory_order_acquire) -
-                     in_.cons->load(std::memory_order_relaxed);
+  const uint32_t n =
+      in_.prod->load(std::memory_order_acquire) - in_.cons->load(std::memory_order_relaxed);
   return n <= in_.size ? n : 0;
 }
 
 uint32_t FrontSocket::UnsentBytes() const {
-  const uint32_t n = out_.prod->load(std::memory_order_relaxed) -
-                     out_.cons->load(std::memory_order_acquire);
+  const uint32_t n =
+      out_.prod->load(std::memory_order_relaxed) - out_.cons->load(std::memory_order_acquire);
   return n <= out_.size ? n : 0;
 }
 
@@ -263,8 +277,7 @@ Result FrontSocket::Recv(int fd, const iovec* iov, int iovcnt, int flags) {
 
 bool FrontSocket::SettleTokenOnEmpty(int fd) {
   auto in_empty = [this] {
-    return in_.prod->load(std::memory_order_acquire) ==
-           in_.cons->load(std::memory_order_relaxed);
+    return in_.prod->load(std::memory_order_acquire) == in_.cons->load(std::memory_order_relaxed);
   };
   // seq_cst exchange, then a fence before re-reading prod: pairs with xsockd's
   // "publish prod; in_token.exchange(1)". Either it sees our 0 and queues a token, or we
@@ -301,22 +314,8 @@ void FrontSocket::RecvToken(int fd) {
   }
 }
 
-// What a would-block read finds on the channel: EOF (0), a byte (1), or nothing (-1).
-static int ProbeChannel(const Syscalls& sys, int fd) {
-  char b;
-  iovec iov = {&b, 1};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  for (;;) {
-    const ssize_t n = sys.recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT);
-    if (n >= 0) return static_cast<int>(n);
-    if (errno != EINTR) return -1;
-  }
-}
-
-Result FrontSocket::RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt,
-                               size_t total, int flags) {
+Result FrontSocket::RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
+                               int flags) {
   size_t got = 0;
   int64_t deadline = -2;  // computed on the first wait
   for (;;) {
@@ -388,6 +387,7 @@ Result FrontSocket::Send(int fd, const iovec* iov, int iovcnt, int flags) {
     if (Result r = AwaitConnect(fd, NonBlocking(fd, flags)); !r.ok()) return r;
     st = state();
   }
+  if (st == SocketState::kConnecting) return PipeError(flags);  // xsockd went away meanwhile
   if (st == SocketState::kIdle) return Result::Err(ENOTCONN);
   if (st == SocketState::kFailed) {
     const int e = TakePendingError();
@@ -400,14 +400,16 @@ Result FrontSocket::Send(int fd, const iovec* iov, int iovcnt, int flags) {
 }
 
 Result FrontSocket::AwaitConnect(int fd, bool nonblocking) {
+  // A write on a connecting socket waits for the connect, or fails EAGAIN (the kernel's
+  // sk_stream_wait_connect). A failed connect is left for the write to report.
   if (nonblocking) return Result::Err(EAGAIN);
-  const Result r = WaitConnected(fd);
-  if (!r.ok() && r.error() == EINPROGRESS) return Result::Err(EAGAIN);
-  return Result::Ok(0);  // the write itself reports a failed connect
+  const Result r = WaitWhileConnecting(fd);
+  if (r.ok() || r.error() == ECONNREFUSED) return Result::Ok(0);
+  return Result::Err(r.error() == EINPROGRESS ? EAGAIN : r.error());  // timeout, EINTR
 }
 
-Result FrontSocket::SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt,
-                               size_t total, int flags) {
+Result FrontSocket::SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
+                               int flags) {
   size_t sent = 0;
   int64_t deadline = -2;
   for (;;) {
@@ -476,7 +478,8 @@ Result FrontSocket::Wake(int fd) {
     uint32_t mem[SK_MEMINFO_VARS] = {};
     socklen_t len = sizeof(mem);
     if (sys_->getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0) return Result::Err(errno);
-    const int queued = static_cast<int>(std::min<uint32_t>(mem[SK_MEMINFO_WMEM_ALLOC], INT_MAX / 2));
+    const int queued =
+        static_cast<int>(std::min<uint32_t>(mem[SK_MEMINFO_WMEM_ALLOC], INT_MAX / 2));
     sys_->setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &queued, sizeof(queued));  // kernel doubles
     const ssize_t n = SendBytes(fd, &b, 1, MSG_DONTWAIT);
     const int saved = errno;
@@ -491,7 +494,7 @@ Result FrontSocket::Wake(int fd) {
 
 // ---- Connecting ----------------------------------------------------------------------
 
-Result FrontSocket::WaitConnected(int fd) {
+Result FrontSocket::WaitWhileConnecting(int fd) {
   const int64_t deadline = Deadline(/*receive=*/false);
   while (state() == SocketState::kConnecting) {
     const int w = WaitFor(fd, POLLOUT, deadline);
@@ -502,14 +505,21 @@ Result FrontSocket::WaitConnected(int fd) {
     // Writable while still connecting: the channel was not stuffed. Do not spin.
     sys_->poll(nullptr, 0, 1);
   }
+  return Result::Ok(0);
+}
+
+Result FrontSocket::WaitConnected(int fd) {
+  if (Result r = WaitWhileConnecting(fd); !r.ok()) return r;
   switch (state()) {
-    case SocketState::kConnected: return Result::Ok(0);
+    case SocketState::kConnected:
+      return Result::Ok(0);
     case SocketState::kFailed:
     case SocketState::kClosed: {
       const int e = TakePendingError();
       return Result::Err(e != 0 ? e : ECONNREFUSED);
     }
-    default: return Result::Err(ECONNREFUSED);
+    default:
+      return Result::Err(ECONNREFUSED);
   }
 }
 

@@ -29,7 +29,7 @@ class FrontSocket final : public RefCounted {
     void* base = nullptr;  // mapping of SocketMemfdSize(order) bytes, owned from Open() on
     uint32_t order = 0;    // from our own records (the socket reply), never from the page
     uint64_t socket_id = 0;
-    int domain = 0;        // AF_INET or AF_INET6
+    int domain = 0;  // AF_INET or AF_INET6
   };
 
   // Initialises the page's app-side locks (process-shared, robust). Only the process that
@@ -80,10 +80,8 @@ class FrontSocket final : public RefCounted {
   ~FrontSocket() = default;
   void LastUnref() noexcept override;
 
-  Result RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
-                    int flags);
-  Result SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
-                    int flags);
+  Result RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total, int flags);
+  Result SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total, int flags);
   // After the ring was seen empty: consumes the readiness token if one is owed. Returns
   // true if bytes turned out to have arrived meanwhile (look at the ring again).
   bool SettleTokenOnEmpty(int fd);
@@ -94,6 +92,8 @@ class FrontSocket final : public RefCounted {
   int TakePendingError();
   Result PipeError(int flags);
   Result AwaitConnect(int fd, bool nonblocking);
+  // Waits while the state is kConnecting, without taking the result.
+  Result WaitWhileConnecting(int fd);
   bool NonBlocking(int fd, int flags) const;
   // 1: readable/writable (or hung up), 0: timeout, <0: -errno (EINTR, EBADF).
   int WaitFor(int fd, short events, int64_t deadline_ms);

@@ -100,8 +100,10 @@ Result Interceptor::ConnectRouted(FrontSocket& s, int fd) {
       if (fl < 0 || (fl & O_NONBLOCK)) return Result::Err(EALREADY);
       return s.WaitConnected(fd);
     }
-    case SocketState::kConnected: return Result::Err(EISCONN);
-    case SocketState::kIdle: return Result::Err(ECONNREFUSED);  // xsockd never took it
+    case SocketState::kConnected:
+      return Result::Err(EISCONN);
+    case SocketState::kIdle:
+      return Result::Err(ECONNREFUSED);  // xsockd never took it
     case SocketState::kFailed:
     case SocketState::kClosed: {
       const int e = s.TakeSoError();
@@ -115,13 +117,11 @@ bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
   if (!FdTable::CanHold(fd)) return false;
   int type = 0, protocol = 0, domain = 0;
   if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_TYPE, &type) != 0 || type != SOCK_STREAM) return false;
-  if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_PROTOCOL, &protocol) != 0 ||
-      protocol != IPPROTO_TCP) {
+  if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_PROTOCOL, &protocol) != 0 || protocol != IPPROTO_TCP) {
     return false;  // SCTP, MPTCP, ... stay with the kernel
   }
   // A family mismatch is the kernel's error to report.
-  return GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) == 0 &&
-         domain == addr->sa_family;
+  return GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) == 0 && domain == addr->sa_family;
 }
 
 Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
@@ -152,8 +152,7 @@ Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
   void* base = MapSocketMemory(memfd, reply.ring_order);
   sys_.close(memfd);
   int channel_type = 0;
-  if (base == nullptr ||
-      GetIntOpt(sys_, channel, SOL_SOCKET, SO_TYPE, &channel_type) != 0 ||
+  if (base == nullptr || GetIntOpt(sys_, channel, SOL_SOCKET, SO_TYPE, &channel_type) != 0 ||
       channel_type != SOCK_STREAM ||
       FrontSocket::InitPageLocks(static_cast<SocketPage*>(base)) != 0) {
     if (base != nullptr) munmap(base, SocketMemfdSize(reply.ring_order));
@@ -230,7 +229,7 @@ std::vector<proto::SetSockOptRequest> Interceptor::OptionsToReplay(int fd, Front
   // Options a client commonly sets before connecting, with the value a fresh socket has;
   // only changed ones are sent.
   static constexpr Option kInts[] = {
-      {IPPROTO_TCP, TCP_NODELAY, 0},   {SOL_SOCKET, SO_KEEPALIVE, 0},
+      {IPPROTO_TCP, TCP_NODELAY, 0},     {SOL_SOCKET, SO_KEEPALIVE, 0},
       {IPPROTO_TCP, TCP_KEEPIDLE, 7200}, {IPPROTO_TCP, TCP_KEEPINTVL, 75},
       {IPPROTO_TCP, TCP_KEEPCNT, 9},
   };
@@ -274,7 +273,7 @@ Result Interceptor::Close(int fd) {
   control_.ForgetIfOurs(fd);
   epoll_.Closing(fd);
   // Forget first: once the number is closed another thread may get it back at once.
-  FdRef old = table_.Remove(fd);
+  FdRef old = table_.Contains(fd) ? table_.Remove(fd) : FdRef();
   return Result::FromLibc(sys_.close(fd));
 }
 
@@ -283,7 +282,7 @@ void Interceptor::AfterDup(int oldfd, int newfd) {
   epoll_.Take(newfd);  // whatever newfd was, it is something else now
   if (FdRef s = table_.Find(oldfd)) {
     table_.Install(newfd, s.get());
-  } else {
+  } else if (table_.Contains(newfd)) {
     table_.Remove(newfd);
   }
 }
@@ -336,18 +335,29 @@ Result Interceptor::GetSockOpt(FrontSocket& s, int fd, int level, int name, void
   if (level == SOL_SOCKET) {
     int v;
     switch (name) {
-      case SO_ERROR: v = s.TakeSoError(); break;
-      case SO_TYPE: v = SOCK_STREAM; break;
-      case SO_DOMAIN: v = s.domain(); break;
-      case SO_PROTOCOL: v = IPPROTO_TCP; break;
-      case SO_ACCEPTCONN: v = 0; break;
+      case SO_ERROR:
+        v = s.TakeSoError();
+        break;
+      case SO_TYPE:
+        v = SOCK_STREAM;
+        break;
+      case SO_DOMAIN:
+        v = s.domain();
+        break;
+      case SO_PROTOCOL:
+        v = IPPROTO_TCP;
+        break;
+      case SO_ACCEPTCONN:
+        v = 0;
+        break;
       case SO_RCVTIMEO:
       case SO_SNDTIMEO: {
         const timeval tv = s.GetTimeout(name == SO_RCVTIMEO);
         CopyOut(value, len, &tv, sizeof(tv));
         return Result::Ok(0);
       }
-      default: goto forward;
+      default:
+        goto forward;
     }
     CopyOut(value, len, &v, sizeof(v));
     return Result::Ok(0);
@@ -355,8 +365,8 @@ Result Interceptor::GetSockOpt(FrontSocket& s, int fd, int level, int name, void
 forward:
   proto::Reply reply;
   const uint32_t room = *len > proto::kMaxOptLen ? proto::kMaxOptLen : *len;
-  const Result r = Forward(s, fd, proto::GetSockOptRequest{s.socket_id(), level, name, room},
-                           &reply);
+  const Result r =
+      Forward(s, fd, proto::GetSockOptRequest{s.socket_id(), level, name, room}, &reply);
   if (!r.ok()) return r;
   const auto& got = std::get<proto::GetSockOptReply>(reply).value;
   CopyOut(value, len, got.data(), got.size());
@@ -377,10 +387,9 @@ Result Interceptor::SetSockOpt(FrontSocket& s, int fd, int level, int name, cons
   if (len > proto::kMaxOptLen) return Result::Err(EINVAL);
   const auto* b = static_cast<const uint8_t*>(value);
   proto::Reply reply;
-  return Forward(s, fd,
-                 proto::SetSockOptRequest{s.socket_id(), level, name,
-                                          std::vector<uint8_t>(b, b + len)},
-                 &reply);
+  return Forward(
+      s, fd, proto::SetSockOptRequest{s.socket_id(), level, name, std::vector<uint8_t>(b, b + len)},
+      &reply);
 }
 
 Result Interceptor::GetName(FrontSocket& s, int fd, bool peer, sockaddr* addr, socklen_t* len) {
@@ -410,21 +419,27 @@ Result Interceptor::GetPeerName(FrontSocket& s, int fd, sockaddr* addr, socklen_
 Result Interceptor::Shutdown(FrontSocket& s, int fd, int how) {
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return Result::Err(EINVAL);
   proto::Reply reply;
-  const Result r = Forward(
-      s, fd, proto::ShutdownRequest{s.socket_id(), static_cast<uint32_t>(how)}, &reply);
+  const Result r =
+      Forward(s, fd, proto::ShutdownRequest{s.socket_id(), static_cast<uint32_t>(how)}, &reply);
   if (r.ok()) s.ShutdownLocal(how);
   return r;
 }
 
-bool Interceptor::Ioctl(FrontSocket& s, int /*fd*/, unsigned long request, void* arg,
-                        Result* out) {
+bool Interceptor::Ioctl(FrontSocket& s, int /*fd*/, unsigned long request, void* arg, Result* out) {
   int v;
   switch (request) {
-    case FIONREAD: v = static_cast<int>(s.ReadableBytes()); break;  // = SIOCINQ
+    case FIONREAD:
+      v = static_cast<int>(s.ReadableBytes());
+      break;  // = SIOCINQ
     case SIOCOUTQ:
-    case SIOCOUTQNSD: v = static_cast<int>(s.UnsentBytes()); break;
-    case SIOCATMARK: v = 0; break;  // urgent data never reaches the app
-    default: return false;
+    case SIOCOUTQNSD:
+      v = static_cast<int>(s.UnsentBytes());
+      break;
+    case SIOCATMARK:
+      v = 0;
+      break;  // urgent data never reaches the app
+    default:
+      return false;
   }
   if (arg == nullptr) {
     *out = Result::Err(EFAULT);

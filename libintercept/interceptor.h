@@ -71,8 +71,7 @@ class Interceptor {
   // ---- Calls on a routed socket `s` (fd refers to it) ----
 
   Result GetSockOpt(FrontSocket& s, int fd, int level, int name, void* value, socklen_t* len);
-  Result SetSockOpt(FrontSocket& s, int fd, int level, int name, const void* value,
-                    socklen_t len);
+  Result SetSockOpt(FrontSocket& s, int fd, int level, int name, const void* value, socklen_t len);
   Result GetSockName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len);
   Result GetPeerName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len);
   Result Shutdown(FrontSocket& s, int fd, int how);

@@ -24,13 +24,13 @@ long Dup2Syscall(int fd, int newfd) {
 #define XSOCK_SYSCALL(nr, ...) syscall(nr, __VA_ARGS__)
 #define XSOCK_DUP2_SYSCALL(fd, newfd) Dup2Syscall(fd, newfd)
 // fcntl/ioctl: the optional third argument travels as one machine word, as in glibc.
-#define XSOCK_VA_SYSCALL(nr, fd, last)               \
-  ({                                                 \
-    va_list ap_;                                     \
-    va_start(ap_, last);                             \
+#define XSOCK_VA_SYSCALL(nr, fd, last)                     \
+  ({                                                       \
+    va_list ap_;                                           \
+    va_start(ap_, last);                                   \
     const unsigned long arg_ = va_arg(ap_, unsigned long); \
-    va_end(ap_);                                     \
-    syscall(nr, fd, last, arg_);                     \
+    va_end(ap_);                                           \
+    syscall(nr, fd, last, arg_);                           \
   })
 // The _chk variants' buffer size has no system call counterpart.
 #pragma GCC diagnostic push
@@ -69,10 +69,10 @@ void ResolveRealCalls() {
   }
   t_resolving = true;
   // A name libc does not have (an old glibc without close_range) keeps its stand-in.
-#define XSOCK_RESOLVE(name)                                                    \
-  if (void* p = dlsym(RTLD_NEXT, #name)) {                                     \
-    g_real.name.store(reinterpret_cast<decltype(g_real.name.load())>(p),       \
-                      std::memory_order_release);                              \
+#define XSOCK_RESOLVE(name)                                              \
+  if (void* p = dlsym(RTLD_NEXT, #name)) {                               \
+    g_real.name.store(reinterpret_cast<decltype(g_real.name.load())>(p), \
+                      std::memory_order_release);                        \
   }
 #define XSOCK_FD_HOOK(ret, name, params, args, sys, routed) XSOCK_RESOLVE(name)
 #define XSOCK_OWN_HOOK(ret, name, params, args, sys) XSOCK_RESOLVE(name)

@@ -56,8 +56,8 @@ absl::Status ParseCidr(absl::string_view cidr, sa_family_t family, RouteEntry& o
   }
   const std::string text(addr);  // inet_pton wants a terminated string
   if (inet_pton(family, text.c_str(), out.addr.data()) != 1) {
-    return Bad(absl::StrCat("'", addr, "' is not an ", family == AF_INET ? "IPv4" : "IPv6",
-                            " address"));
+    return Bad(
+        absl::StrCat("'", addr, "' is not an ", family == AF_INET ? "IPv4" : "IPv6", " address"));
   }
   out.family = family;
   return absl::OkStatus();

@@ -21,10 +21,10 @@ namespace xsock::intercept {
 
 // One parsed entry.
 struct RouteEntry {
-  sa_family_t family = AF_UNSPEC;   // AF_INET or AF_INET6
-  std::array<uint8_t, 16> addr{};   // network order; IPv4 uses the first 4 bytes
-  uint8_t prefix = 0;               // 0..32 or 0..128
-  uint16_t port = 0;                // 0: any port
+  sa_family_t family = AF_UNSPEC;  // AF_INET or AF_INET6
+  std::array<uint8_t, 16> addr{};  // network order; IPv4 uses the first 4 bytes
+  uint8_t prefix = 0;              // 0..32 or 0..128
+  uint16_t port = 0;               // 0: any port
   bool operator==(const RouteEntry&) const = default;
 };
 

@@ -65,15 +65,14 @@ TEST_CASE("hello negotiates protocol 1 and only the capabilities both sides offe
   CHECK(reply.server_pid == static_cast<uint32_t>(getpid()));
 }
 
-TEST_CASE("a request before hello disconnects the client with one log line",
-          "[backend][control]") {
+TEST_CASE("a request before hello disconnects the client with one log line", "[backend][control]") {
   LogCapture log;
   TestServer server;
   Control ctl(server.path());
   ctl.SendRaw(proto::EncodeRequest(1, proto::StatsRequest{}));
   CHECK(ctl.WaitDisconnected());
-  CHECK_FALSE(log.WaitFor({"level=warn", "event=protocol_error", "stats: request before hello"})
-                  .empty());
+  CHECK_FALSE(
+      log.WaitFor({"level=warn", "event=protocol_error", "stats: request before hello"}).empty());
 }
 
 TEST_CASE("a second hello on one connection is a protocol error", "[backend][control]") {
@@ -149,8 +148,7 @@ TEST_CASE("an IPv6 socket needs the IPv6 capability", "[backend][control]") {
   CHECK(ctl.CallAs<proto::SocketReply>(req).err == EAFNOSUPPORT);
 }
 
-TEST_CASE("getsockname and getpeername report the host socket's addresses",
-          "[backend][control]") {
+TEST_CASE("getsockname and getpeername report the host socket's addresses", "[backend][control]") {
   LogCapture log;
   TestServer server;
   Control ctl(server.path());
@@ -274,8 +272,7 @@ TEST_CASE("attach from a second control connection yields the same socket and me
   CHECK(second.CallAs<proto::GetPeerNameReply>(proto::GetPeerNameRequest{reply.socket_id}).err ==
         0);
   // ...and its own mapping sees the same rings: bytes from the host arrive through it.
-  AppSocket attached(UniqueFd(dup(channel)), std::move(fds[0]), reply.socket_id,
-                     reply.ring_order);
+  AppSocket attached(UniqueFd(dup(channel)), std::move(fds[0]), reply.socket_id, reply.ring_order);
   const std::vector<uint8_t> hello = {'h', 'i'};
   REQUIRE(SendAll(r.peer.get(), hello));
   uint8_t buf[2];
@@ -310,8 +307,7 @@ TEST_CASE("a socket id of another control connection gets EBADF", "[backend][con
   other.Hello();
 
   for (const uint64_t id : {app->id(), uint64_t{999999}}) {
-    CHECK(other.CallAs<proto::ConnectReply>(
-                   proto::ConnectRequest{id, LoopbackAddr(AF_INET, 9)})
+    CHECK(other.CallAs<proto::ConnectReply>(proto::ConnectRequest{id, LoopbackAddr(AF_INET, 9)})
               .err == EBADF);
     CHECK(other.CallAs<proto::GetSockNameReply>(proto::GetSockNameRequest{id}).err == EBADF);
     CHECK(other.CallAs<proto::GetPeerNameReply>(proto::GetPeerNameRequest{id}).err == EBADF);
@@ -457,8 +453,7 @@ TEST_CASE("stats need the stats capability", "[backend][control]") {
   CHECK(ctl.CallAs<proto::StatsReply>(proto::StatsRequest{}).err == EOPNOTSUPP);
 }
 
-TEST_CASE("a client that does not read its replies is served once it does",
-          "[backend][control]") {
+TEST_CASE("a client that does not read its replies is served once it does", "[backend][control]") {
   TestServer server;
   Control ctl(server.path());
   ctl.Hello();

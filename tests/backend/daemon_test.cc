@@ -139,8 +139,8 @@ TEST_CASE("xsockd replaces a stale socket file left by a killed xsockd", "[backe
   WaitExit(first.pid);
   REQUIRE(access(path.c_str(), F_OK) == 0);  // left behind
   Process second = Spawn({"--socket", path}, dir.path() + "/err2");
-  REQUIRE(Eventually([&] { return ReadFile(second.err_path).find("event=listening") !=
-                                  std::string::npos; }));
+  REQUIRE(Eventually(
+      [&] { return ReadFile(second.err_path).find("event=listening") != std::string::npos; }));
   CHECK_THAT(ReadFile(second.err_path), Catch::Contains("event=stale_socket_removed"));
   Control ctl(path);
   ctl.Hello();
@@ -152,8 +152,9 @@ TEST_CASE("bad options exit 2 with a message naming the option", "[backend][daem
   TempDir dir;
   Process p = Spawn({"--ring-order", "99"}, dir.path() + "/err");
   CHECK(WaitExit(p.pid) == 2);
-  CHECK_THAT(ReadFile(p.err_path),
-             Catch::StartsWith("xsockd: option '--ring-order': '99' is not an integer in 12..24\n"));
+  CHECK_THAT(
+      ReadFile(p.err_path),
+      Catch::StartsWith("xsockd: option '--ring-order': '99' is not an integer in 12..24\n"));
   Process q = Spawn({"--no-such-option"}, dir.path() + "/err2");
   CHECK(WaitExit(q.pid) == 2);
   CHECK_THAT(ReadFile(q.err_path), Catch::Contains("unknown option '--no-such-option'"));

@@ -28,8 +28,7 @@ void MakeStaleSocket(const std::string& path) {
   REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
 }
 
-TEST_CASE("listener creates a missing directory 0755 and the socket 0666",
-          "[backend][listener]") {
+TEST_CASE("listener creates a missing directory 0755 and the socket 0666", "[backend][listener]") {
   TempDir dir;
   const std::string path = dir.path() + "/run/xsockd.sock";
   const mode_t old = umask(077);

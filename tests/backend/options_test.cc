@@ -72,9 +72,8 @@ TEST_CASE("--help and --version stop parsing", "[backend][options]") {
 
 TEST_CASE("--help reads like a manual page", "[backend][options]") {
   const std::string help = HelpText();
-  for (const char* section : {"NAME\n", "SYNOPSIS\n", "DESCRIPTION\n", "OPTIONS\n",
-                              "ENVIRONMENT\n", "FILES\n", "SIGNALS\n", "EXIT STATUS\n",
-                              "EXAMPLES\n"}) {
+  for (const char* section : {"NAME\n", "SYNOPSIS\n", "DESCRIPTION\n", "OPTIONS\n", "ENVIRONMENT\n",
+                              "FILES\n", "SIGNALS\n", "EXIT STATUS\n", "EXAMPLES\n"}) {
     CHECK_THAT(help, Catch::Contains(section));
   }
   for (const char* word : {"--socket PATH", "--ring-order N", "--log-level LEVEL", "-q, --quiet",

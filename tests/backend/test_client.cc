@@ -58,8 +58,7 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() {
   nftw(
-      path_.c_str(),
-      [](const char* f, const struct stat*, int, FTW*) { return ::remove(f); }, 16,
+      path_.c_str(), [](const char* f, const struct stat*, int, FTW*) { return ::remove(f); }, 16,
       FTW_DEPTH | FTW_PHYS);
 }
 

@@ -182,10 +182,9 @@ std::string FakeBackend::Describe() {
   int queued = -1;
   if (backend_fd_ >= 0) ioctl(backend_fd_, FIONREAD, &queued);
   return "in " + std::to_string(in.cons->load()) + ".." + std::to_string(in.prod->load()) +
-         " err " + std::to_string(in.error->load()) + " | out " +
-         std::to_string(out.cons->load()) + ".." + std::to_string(out.prod->load()) +
-         " err " + std::to_string(out.error->load()) + " | in_token " +
-         std::to_string(page_->in_token.load()) + " in_room_wanted " +
+         " err " + std::to_string(in.error->load()) + " | out " + std::to_string(out.cons->load()) +
+         ".." + std::to_string(out.prod->load()) + " err " + std::to_string(out.error->load()) +
+         " | in_token " + std::to_string(page_->in_token.load()) + " in_room_wanted " +
          std::to_string(page_->in_room_wanted.load()) + " out_data_wanted " +
          std::to_string(page_->out_data_wanted.load()) + " state " +
          std::to_string(page_->state.load()) + " | pending " + std::to_string(pending_.size()) +
@@ -227,7 +226,8 @@ bool FakeBackend::Produce() {
   bool published = false;
   ring::Producer p(InRing(base_, order_));
   while (!pending_.empty()) {
-    ring::Regions r = p.Reserve(static_cast<uint32_t>(std::min<size_t>(pending_.size(), UINT32_MAX)));
+    ring::Regions r =
+        p.Reserve(static_cast<uint32_t>(std::min<size_t>(pending_.size(), UINT32_MAX)));
     if (r.corrupt) {
       corrupt_ = true;
       return published;

@@ -97,12 +97,12 @@ class FakeBackend {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::string pending_;           // to produce into `in`
-  std::string received_;          // consumed from `out`
+  std::string pending_;   // to produce into `in`
+  std::string received_;  // consumed from `out`
   bool finish_requested_ = false;
   int finish_err_ = 0;
   bool finished_ = false;
-  int connect_result_ = -1;       // -1: none pending
+  int connect_result_ = -1;  // -1: none pending
   bool paused_ = false;
   bool dead_ = false;
   bool stop_ = false;

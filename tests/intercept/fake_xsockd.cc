@@ -148,8 +148,8 @@ void FakeXsockd::Run() {
   for (const Conn& c : conns) close(c.fd);
 }
 
-proto::Reply FakeXsockd::Handle(int client, const proto::Request& request,
-                                std::vector<int>& fds_in, std::vector<int>& fds_out) {
+proto::Reply FakeXsockd::Handle(int client, const proto::Request& request, std::vector<int>& fds_in,
+                                std::vector<int>& fds_out) {
   std::lock_guard<std::mutex> lock(mu_);
   auto log = [this](std::string line) { log_.push_back(std::move(line)); };
   if (std::holds_alternative<proto::HelloRequest>(request)) {
@@ -159,8 +159,8 @@ proto::Reply FakeXsockd::Handle(int client, const proto::Request& request,
   if (const auto* m = std::get_if<proto::SocketRequest>(&request)) {
     log(std::string("socket ") + (m->domain == AF_INET6 ? "AF_INET6" : "AF_INET"));
     const uint64_t id = next_id_++;
-    auto b = std::make_unique<FakeBackend>(FakeBackend::Options{
-        .order = kMinRingOrder, .socket_id = id, .state = SocketState::kIdle});
+    auto b = std::make_unique<FakeBackend>(
+        FakeBackend::Options{.order = kMinRingOrder, .socket_id = id, .state = SocketState::kIdle});
     const int app = b->TakeAppChannel();
     struct stat st;
     fstat(app, &st);

@@ -44,9 +44,6 @@ class FakeXsockd {
   FakeBackend* backend(uint64_t id);
 
  private:
-  struct Client {
-    int fd;
-  };
   void Run();
   void Serve(int fd);
   proto::Reply Handle(int client, const proto::Request& req, std::vector<int>& fds_in,

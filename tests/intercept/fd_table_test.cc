@@ -57,8 +57,7 @@ TEST_CASE("install, find and remove keep the reference count exact", "[fd_table]
   CHECK_FALSE(t.Remove(5));
 }
 
-TEST_CASE("duplicated descriptors share one socket that dies with the last of them",
-          "[fd_table]") {
+TEST_CASE("duplicated descriptors share one socket that dies with the last of them", "[fd_table]") {
   FdTable t;
   Counted obj;
   obj.Revive();

@@ -150,8 +150,7 @@ TEST_CASE("blocking reads and writes move 1 MiB each way through 4 KiB rings int
   CHECK_FALSE(b.saw_corrupt_index());
 }
 
-TEST_CASE("a nonblocking app driven by poll moves 512 KiB each way intact",
-          "[front_socket]") {
+TEST_CASE("a nonblocking app driven by poll moves 512 KiB each way intact", "[front_socket]") {
   FakeBackend b({.order = kOrder});
   App app(b, /*nonblocking=*/true);
   const std::string down = RandomBytes(512 << 10, 3);
@@ -180,7 +179,8 @@ TEST_CASE("a nonblocking app driven by poll moves 512 KiB each way intact",
           }
           if ((ev & POLLOUT) && sent < up.size()) {
             for (;;) {
-              const ssize_t w = app.Write(up.data() + sent, std::min<size_t>(5000, up.size() - sent));
+              const ssize_t w =
+                  app.Write(up.data() + sent, std::min<size_t>(5000, up.size() - sent));
               if (w < 0) {
                 REQUIRE(errno == EAGAIN);
                 break;
@@ -328,7 +328,8 @@ TEST_CASE("data before EOF is delivered, then reads return 0", "[front_socket]")
   b.Send(data);
   b.Finish();
   std::string got;
-  WithDeadline(10000, [&] { got = ReadAll(app, data.size() + 1); }, b);
+  WithDeadline(
+      10000, [&] { got = ReadAll(app, data.size() + 1); }, b);
   CHECK(got == data);
   char c;
   CHECK(app.Read(&c, 1) == 0);
@@ -347,8 +348,7 @@ TEST_CASE("an error word becomes its errno once, after the data, then EOF", "[fr
   CHECK(app.Read(buf, sizeof(buf)) == 0);
 }
 
-TEST_CASE("out_error fails writes with EPIPE and SIGPIPE unless MSG_NOSIGNAL",
-          "[front_socket]") {
+TEST_CASE("out_error fails writes with EPIPE and SIGPIPE unless MSG_NOSIGNAL", "[front_socket]") {
   SigpipeCounter sigpipes;
   FakeBackend b({.order = kOrder});
   App app(b);
@@ -450,8 +450,7 @@ TEST_CASE("readv and writev scatter and gather across the ring wrap", "[front_so
   CHECK(b.Received().substr(pad.size()) == "wrap-around");
 }
 
-TEST_CASE("a backend that dies fails blocked and later calls without hanging",
-          "[front_socket]") {
+TEST_CASE("a backend that dies fails blocked and later calls without hanging", "[front_socket]") {
   SigpipeCounter sigpipes;
   FakeBackend b({.order = kOrder});
   App app(b);
@@ -568,9 +567,33 @@ TEST_CASE("a connect in progress polls unwritable until the backend finishes it"
       b.CompleteConnect(ETIMEDOUT);
     });
     Result r = Result::Ok(0);
-    WithDeadline(5000, [&] { r = app.s->WaitConnected(app.fd); }, b);
+    WithDeadline(
+        5000, [&] { r = app.s->WaitConnected(app.fd); }, b);
     later.join();
     CHECK(r.error() == ETIMEDOUT);
+  }
+  SECTION("a blocking write waits for the connect and reports its failure") {
+    SigpipeCounter sigpipes;
+    FakeBackend b({.order = kOrder, .state = SocketState::kConnecting});
+    App app(b);
+    REQUIRE(app.s->Stuff(app.fd).ok());
+    std::thread later([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      b.CompleteConnect(ECONNREFUSED);
+    });
+    ssize_t w = 0;
+    int err = 0;
+    WithDeadline(
+        5000,
+        [&] {
+          w = app.Write("x", 1);
+          err = errno;
+        },
+        b);
+    later.join();
+    CHECK(w == -1);
+    CHECK(err == ECONNREFUSED);  // the kernel's sock_error, without SIGPIPE
+    CHECK(g_sigpipes == 0);
   }
   SECTION("a blocking wait with SO_SNDTIMEO gives EINPROGRESS") {
     FakeBackend b({.order = kOrder, .state = SocketState::kConnecting});
@@ -593,13 +616,15 @@ TEST_CASE("sendfile to a routed socket copies the file through the ring", "[fron
   // With an offset: the file position stays, *offset moves.
   off_t off = 100;
   ssize_t n = 0;
-  WithDeadline(10000, [&] { n = ToLibc(io::SendFile(*app.s, app.fd, file, &off, 3 * kRing)); }, b);
+  WithDeadline(
+      10000, [&] { n = ToLibc(io::SendFile(*app.s, app.fd, file, &off, 3 * kRing)); }, b);
   CHECK(n == static_cast<ssize_t>(3 * kRing));
   CHECK(off == static_cast<off_t>(100 + 3 * kRing));
   CHECK(lseek(file, 0, SEEK_CUR) == static_cast<off_t>(content.size()));
   // Without: from the file position, which moves.
   REQUIRE(lseek(file, 10, SEEK_SET) == 10);
-  WithDeadline(10000, [&] { n = ToLibc(io::SendFile(*app.s, app.fd, file, nullptr, 1 << 20)); }, b);
+  WithDeadline(
+      10000, [&] { n = ToLibc(io::SendFile(*app.s, app.fd, file, nullptr, 1 << 20)); }, b);
   CHECK(n == static_cast<ssize_t>(content.size() - 10));
   CHECK(lseek(file, 0, SEEK_CUR) == static_cast<off_t>(content.size()));
   REQUIRE(b.WaitReceived(3 * kRing + content.size() - 10, 5000));
@@ -627,8 +652,7 @@ TEST_CASE("shutdown marks reads EOF and writes EPIPE locally", "[front_socket]")
   CHECK(errno == EPIPE);
 }
 
-TEST_CASE("a reader that died holding the read lock does not wedge the socket",
-          "[front_socket]") {
+TEST_CASE("a reader that died holding the read lock does not wedge the socket", "[front_socket]") {
   FakeBackend b({.order = kOrder});
   App app(b);
   const pid_t child = fork();
@@ -642,7 +666,8 @@ TEST_CASE("a reader that died holding the read lock does not wedge the socket",
   b.Send("still works");
   char buf[32];
   ssize_t r = 0;
-  WithDeadline(5000, [&] { r = app.Read(buf, sizeof(buf)); }, b);
+  WithDeadline(
+      5000, [&] { r = app.Read(buf, sizeof(buf)); }, b);
   CHECK(std::string(buf, r > 0 ? static_cast<size_t>(r) : 0) == "still works");
 }
 

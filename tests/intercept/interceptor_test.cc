@@ -6,11 +6,11 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/epoll.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -109,7 +109,8 @@ std::string RecvSome(FrontSocket* s, int fd) {
   char buf[256];
   iovec v = {buf, sizeof(buf)};
   const Result r = s->Recv(fd, &v, 1, 0);
-  return r.ok() ? std::string(buf, static_cast<size_t>(r.value())) : "errno " + std::to_string(r.error());
+  return r.ok() ? std::string(buf, static_cast<size_t>(r.value()))
+                : "errno " + std::to_string(r.error());
 }
 
 Result SendStr(FrontSocket* s, int fd, const std::string& data) {
@@ -143,8 +144,7 @@ TEST_CASE("a connect to a routed destination swaps the kernel socket for a chann
   CHECK(h.Routed(fd) == nullptr);
 }
 
-TEST_CASE("unrouted connects stay with the kernel and never contact xsockd",
-          "[interceptor]") {
+TEST_CASE("unrouted connects stay with the kernel and never contact xsockd", "[interceptor]") {
   Harness h({}, "10.0.0.0/8");
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a = Addr("127.0.0.1", 0);
@@ -167,8 +167,7 @@ TEST_CASE("unrouted connects stay with the kernel and never contact xsockd",
   v6.sin6_family = AF_INET6;
   v6.sin6_port = htons(9);
   v6.sin6_addr = in6addr_loopback;
-  CHECK(h.core.Connect(tcp2, reinterpret_cast<sockaddr*>(&v6), sizeof(v6)).error() ==
-        EAFNOSUPPORT);
+  CHECK(h.core.Connect(tcp2, reinterpret_cast<sockaddr*>(&v6), sizeof(v6)).error() == EAFNOSUPPORT);
 
   CHECK(h.xsockd.connections() == 0);
   CHECK(routed_udp.xsockd.connections() == 0);
@@ -395,8 +394,7 @@ TEST_CASE("an epoll registration made before connect follows the socket onto the
   close(ep);
 }
 
-TEST_CASE("getsockopt answers type, domain, protocol and acceptconn locally",
-          "[interceptor]") {
+TEST_CASE("getsockopt answers type, domain, protocol and acceptconn locally", "[interceptor]") {
   Harness h;
   const int fd = h.RoutedSocket();
   FrontSocket& s = *h.Routed(fd);
@@ -458,9 +456,9 @@ TEST_CASE("getsockname and getpeername are forwarded and truncated like the kern
   sockaddr_in partial = {};
   len = 4;
   REQUIRE(h.core.GetPeerName(s, fd, reinterpret_cast<sockaddr*>(&partial), &len).ok());
-  CHECK(len == sizeof(sockaddr_in));         // the full length
-  CHECK(ntohs(partial.sin_port) == 9);       // within the 4 bytes
-  CHECK(partial.sin_addr.s_addr == 0);       // beyond them: untouched
+  CHECK(len == sizeof(sockaddr_in));    // the full length
+  CHECK(ntohs(partial.sin_port) == 9);  // within the 4 bytes
+  CHECK(partial.sin_addr.s_addr == 0);  // beyond them: untouched
   h.core.Close(fd);
 }
 
@@ -505,8 +503,8 @@ TEST_CASE("a forked child attaches the socket on its own connection before using
     sockaddr_in a = {};
     socklen_t len = sizeof(a);
     FdRef ref = h.table.Find(fd);
-    const Result r = h.core.GetPeerName(*ref.as<FrontSocket>(), fd,
-                                        reinterpret_cast<sockaddr*>(&a), &len);
+    const Result r =
+        h.core.GetPeerName(*ref.as<FrontSocket>(), fd, reinterpret_cast<sockaddr*>(&a), &len);
     _exit(r.ok() && ntohs(a.sin_port) == 9 ? 0 : 1);
   }
   int status = 0;
@@ -533,8 +531,7 @@ TEST_CASE("xsockd honours a socket only on the connection that created or attach
   h.core.Close(fd);
 }
 
-TEST_CASE("the control client reconnects after the app closed its descriptor",
-          "[control_client]") {
+TEST_CASE("the control client reconnects after the app closed its descriptor", "[control_client]") {
   FakeXsockd xsockd({});
   ControlClient c(LibcSyscalls(), xsockd.path());
   REQUIRE(c.Call(proto::StatsRequest{}).ok());
@@ -552,8 +549,7 @@ TEST_CASE("the control client reconnects after the app closed its descriptor",
   CHECK(c.generation() != first);
 }
 
-TEST_CASE("a reply that does not answer the request drops the connection",
-          "[control_client]") {
+TEST_CASE("a reply that does not answer the request drops the connection", "[control_client]") {
   FakeXsockd xsockd({.wrong_seq = true});
   ControlClient c(LibcSyscalls(), xsockd.path());
   auto r = c.Call(proto::StatsRequest{});

@@ -33,9 +33,9 @@ int Fail(const char* what) {
   return 1;
 }
 
-#define EXPECT(cond)                  \
-  do {                                \
-    if (!(cond)) return Fail(#cond);  \
+#define EXPECT(cond)                 \
+  do {                               \
+    if (!(cond)) return Fail(#cond); \
   } while (0)
 
 int ConnectTo(uint16_t port, int flags = 0) {

@@ -3,8 +3,8 @@
 // the promise that an unrouted process sees no trace of the library.
 // meson passes the paths in XSOCK_TEST_LIB and XSOCK_TEST_PROBE.
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -103,8 +103,8 @@ bool Logged(FakeXsockd& x, const std::string& line) {
 TEST_CASE("preloaded, a routed connect goes through xsockd and every hooked call works",
           "[preload]") {
   FakeXsockd xsockd({});
-  const Outcome out = RunProbe(
-      {"routed", "9"}, {"XSOCK_SOCKET=" + xsockd.path(), "XSOCK_ROUTE=127.0.0.0/8"}, [&] {
+  const Outcome out =
+      RunProbe({"routed", "9"}, {"XSOCK_SOCKET=" + xsockd.path(), "XSOCK_ROUTE=127.0.0.0/8"}, [&] {
         FakeBackend* b = AwaitBackend(xsockd, 1);
         REQUIRE(b != nullptr);
         REQUIRE(b->WaitReceived(5, 10000));
@@ -125,8 +125,8 @@ TEST_CASE("preloaded, a routed connect goes through xsockd and every hooked call
 TEST_CASE("preloaded, epoll registered before a nonblocking connect sees its completion",
           "[preload]") {
   FakeXsockd xsockd({.connect = FakeXsockd::ConnectMode::kInProgress, .complete_after_ms = 50});
-  const Outcome out = RunProbe(
-      {"epoll", "9"}, {"XSOCK_SOCKET=" + xsockd.path(), "XSOCK_ROUTE=127.0.0.0/8"}, [&] {
+  const Outcome out =
+      RunProbe({"epoll", "9"}, {"XSOCK_SOCKET=" + xsockd.path(), "XSOCK_ROUTE=127.0.0.0/8"}, [&] {
         FakeBackend* b = AwaitBackend(xsockd, 1);
         REQUIRE(b != nullptr);
         CHECK(b->WaitReceived(5, 10000));
@@ -164,10 +164,9 @@ TEST_CASE("preloaded, an unrouted connection leaves no trace of the library", "[
   close(listener);
 }
 
-TEST_CASE("preloaded, an unreachable xsockd refuses with exactly one line on stderr",
-          "[preload]") {
-  const Outcome out = RunProbe(
-      {"refused", "9"}, {"XSOCK_SOCKET=/nonexistent/xsockd.sock", "XSOCK_ROUTE=127.0.0.1"});
+TEST_CASE("preloaded, an unreachable xsockd refuses with exactly one line on stderr", "[preload]") {
+  const Outcome out = RunProbe({"refused", "9"},
+                               {"XSOCK_SOCKET=/nonexistent/xsockd.sock", "XSOCK_ROUTE=127.0.0.1"});
   CHECK(out.status == 0);
   CHECK(out.err ==
         "xsock: cannot reach xsockd at /nonexistent/xsockd.sock (ENOENT); routed connections "

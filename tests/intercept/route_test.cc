@@ -70,8 +70,7 @@ TEST_CASE("route entries of every documented form parse", "[route]") {
   }
 }
 
-TEST_CASE("malformed route entries are rejected with a reason naming the problem",
-          "[route]") {
+TEST_CASE("malformed route entries are rejected with a reason naming the problem", "[route]") {
   struct Case {
     const char* text;
     const char* reason_part;
@@ -99,8 +98,7 @@ TEST_CASE("malformed route entries are rejected with a reason naming the problem
   }
 }
 
-TEST_CASE("a route list skips malformed entries, reports each once, keeps the rest",
-          "[route]") {
+TEST_CASE("a route list skips malformed entries, reports each once, keeps the rest", "[route]") {
   std::vector<std::string> errors;
   const RouteTable t =
       RouteTable::Parse(" 127.0.0.0/8 , nonsense,,[::1]/200, 10.1.0.0/16:5432,", &errors);

@@ -72,6 +72,16 @@ int Connect(const xsock::testprog::Endpoint& peer, bool nonblocking, short poll_
     } else if (n == 0) {
       result = ETIMEDOUT;
     } else {
+      // xsock's channel raises readability and writability of a finished connect with two
+      // kernel events, not one: after the first wake-up, wait for the other requested
+      // event too (bounded by the same timeout), then report the settled mask.
+      if ((p.revents & poll_events) != poll_events) {
+        pollfd rest{fd, static_cast<short>(poll_events & ~p.revents), 0};
+        while (poll(&rest, 1, timeout_ms) < 0 && errno == EINTR) {
+        }
+        pollfd now{fd, poll_events, 0};
+        if (poll(&now, 1, 0) > 0) p.revents = now.revents;
+      }
       if (verbose) std::printf("poll: %s\n", Revents(p.revents).c_str());
       socklen_t len = sizeof(result);
       if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &result, &len) != 0) result = errno;

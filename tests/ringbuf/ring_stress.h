@@ -198,14 +198,19 @@ struct DriveResult {
   std::string failure;
 };
 
+// A driver that has moved nothing for this long is stuck (a deadlock, or a peer that
+// stopped without failing); it fails then instead of waiting for its overall deadline.
+inline constexpr std::chrono::seconds kStallLimit{60};
+
 // Steps `ends` until all are done, spinning briefly and then yielding while none can move.
-// Gives up at `deadline`, when `abort` becomes non-zero (set by whichever driver fails
-// first, so its peer stops too), or when `peer_alive` (polled while idle) says the other
-// side is gone and one more round moved nothing.
+// Gives up at `deadline`, after kStallLimit without progress, when `abort` becomes non-zero
+// (set by whichever driver fails first, so its peer stops too), or when `peer_alive`
+// (polled while idle) says the other side is gone and one more round moved nothing.
 inline DriveResult Drive(std::initializer_list<StreamEnd*> ends,
                          std::chrono::steady_clock::time_point deadline,
                          std::atomic<uint32_t>* abort,
                          const std::function<bool()>& peer_alive = nullptr) {
+  using Clock = std::chrono::steady_clock;
   DriveResult result;
   auto fail = [&](std::string why) {
     abort->store(1, std::memory_order_relaxed);
@@ -215,6 +220,8 @@ inline DriveResult Drive(std::initializer_list<StreamEnd*> ends,
   uint64_t idle = 0;
   uint64_t rounds = 0;
   bool peer_gone = false;
+  bool moved_since_check = false;
+  Clock::time_point last_progress = Clock::now();
   for (;;) {
     bool all_done = true;
     bool moved = false;
@@ -229,11 +236,10 @@ inline DriveResult Drive(std::initializer_list<StreamEnd*> ends,
       return result;
     }
     if (abort->load(std::memory_order_relaxed) != 0) return fail("aborted: the peer failed");
-    if (++rounds % 4096 == 0 && std::chrono::steady_clock::now() > deadline) {
-      return fail("timed out");
-    }
+    if (++rounds % 4096 == 0 && Clock::now() > deadline) return fail("timed out");
     if (moved) {
       idle = 0;
+      moved_since_check = true;
       continue;
     }
     if (peer_gone) return fail("the peer is gone and nothing moves");
@@ -246,7 +252,14 @@ inline DriveResult Drive(std::initializer_list<StreamEnd*> ends,
     }
     sched_yield();
     if (idle % 256 == 0) {
-      if (std::chrono::steady_clock::now() > deadline) return fail("timed out");
+      const Clock::time_point now = Clock::now();
+      if (now > deadline) return fail("timed out");
+      if (moved_since_check) {
+        last_progress = now;
+        moved_since_check = false;
+      } else if (now - last_progress > kStallLimit) {
+        return fail("stalled: nothing moved for " + std::to_string(kStallLimit.count()) + " s");
+      }
       if (peer_alive && !peer_alive()) peer_gone = true;
     }
   }

@@ -54,17 +54,12 @@ int ExpectedRegionCount(uint32_t start, uint32_t n, uint32_t size) {
   return (start & (size - 1)) + uint64_t{n} > size ? 2 : 1;
 }
 
-constexpr uint32_t kStarts[] = {0,
-                                1,
-                                31,
-                                63,
-                                64,
-                                0x7FFFFFFF,
-                                0x80000000,
-                                UINT32_MAX - 64,
-                                UINT32_MAX - 32,
-                                UINT32_MAX - 1,
-                                UINT32_MAX};
+// Start indices: at and around the data area's edges, around 2^31, and just before the
+// 32-bit indices wrap.
+// clang-format off
+constexpr uint32_t kStarts[] = {0, 1, 31, 63, 64, 0x7FFFFFFF, 0x80000000,
+                                UINT32_MAX - 64, UINT32_MAX - 32, UINT32_MAX - 1, UINT32_MAX};
+// clang-format on
 
 TEST_CASE("ring sizes are powers of two from 2 to 2^31", "[ring]") {
   CHECK_FALSE(IsValidSize(0));
