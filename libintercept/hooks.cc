@@ -3,6 +3,12 @@
 // errno convention other than libc's crosses this file. The descriptor hooks are
 // generated from hooks.def; the ones that create, replace or close descriptors, and the
 // variadic ones, are written out below.
+
+// This file defines both the plain names (fcntl, sendfile) and the *64 ones; under
+// _FILE_OFFSET_BITS=64 (meson's default) glibc's headers would rename the former to the
+// latter. On x86_64 and the other LP64 targets the two are the same functions anyway.
+#undef _FILE_OFFSET_BITS
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -20,6 +26,18 @@
 #include "libintercept/interceptor.h"
 #include "libintercept/real_calls.h"
 #include "libintercept/routed_io.h"
+
+// Hooked functions that no header declares here (the _chk variants are declared only under
+// _FORTIFY_SOURCE; <sys/sendfile.h> would rename sendfile to sendfile64 under
+// _FILE_OFFSET_BITS=64), declared as glibc declares them.
+extern "C" {
+ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen);
+ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* from,
+                       socklen_t* fromlen);
+ssize_t sendfile(int fd, int in_fd, off_t* offset, size_t count) noexcept;
+ssize_t sendfile64(int fd, int in_fd, off64_t* offset, size_t count) noexcept;
+}
 
 #define XSOCK_EXPORT __attribute__((visibility("default")))
 
@@ -67,7 +85,7 @@ Interceptor& Core() {
 // The core if anything was ever routed (or tried); nullptr keeps the fast path.
 inline Interceptor* CoreIfCreated() { return g_core.load(std::memory_order_acquire); }
 
-int Fcntl(int (*real)(int, int, ...), int fd, int cmd, void* arg) {
+int Fcntl(int (*real)(int, int, ...), int fd, int cmd, void* arg) noexcept {
   const int r = real(fd, cmd, arg);
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
     if (Interceptor* core = CoreIfCreated()) core->AfterDup(fd, r);
@@ -75,7 +93,7 @@ int Fcntl(int (*real)(int, int, ...), int fd, int cmd, void* arg) {
   return r;
 }
 
-int Dup2(int fd, int newfd, int flags, bool is_dup3) {
+int Dup2(int fd, int newfd, int flags, bool is_dup3) noexcept {
   Interceptor* core = CoreIfCreated();
   if (core != nullptr && fd != newfd) core->BeforeReplace(newfd);
   const int r = is_dup3 ? XSOCK_REAL(dup3)(fd, newfd, flags) : XSOCK_REAL(dup2)(fd, newfd);
@@ -87,15 +105,27 @@ __attribute__((constructor)) void ResolveAtLoad() { ResolveRealCalls(); }
 
 }  // namespace
 
+// glibc declares some hooked functions noexcept (__THROW) and others not (the
+// cancellation points: connect, close, read, ...); a definition must repeat its
+// declaration's specification, which clang enforces. Whatever the specification, no
+// exception may reach the host program: every call into the core runs through Guard(),
+// which is noexcept (an exception there terminates instead of unwinding into libc).
+#define XSOCK_SAME_SPEC(name, args) noexcept(noexcept(::name args))
+
+template <class F>
+auto Guard(F&& f) noexcept -> decltype(f()) {
+  return f();
+}
+
 // ---- Generated: one call on one descriptor ----
 
-#define XSOCK_FD_HOOK(ret, name, params, args, sys, routed) \
-  extern "C" XSOCK_EXPORT ret name params noexcept {        \
-    if (FdRef ref = Table().Find(fd)) {                     \
-      FrontSocket& s = *ref.as<FrontSocket>();              \
-      return ToLibc<ret>(routed);                           \
-    }                                                       \
-    return XSOCK_REAL(name) args;                           \
+#define XSOCK_FD_HOOK(ret, name, params, args, sys, routed)             \
+  extern "C" XSOCK_EXPORT ret name params XSOCK_SAME_SPEC(name, args) { \
+    if (FdRef ref = Table().Find(fd)) {                                 \
+      FrontSocket& s = *ref.as<FrontSocket>();                          \
+      return Guard([&] { return ToLibc<ret>(routed); });                \
+    }                                                                   \
+    return XSOCK_REAL(name) args;                                       \
   }
 #define XSOCK_OWN_HOOK(ret, name, params, args, sys)
 #include "libintercept/hooks.def"
@@ -104,65 +134,73 @@ __attribute__((constructor)) void ResolveAtLoad() { ResolveRealCalls(); }
 
 // ---- Written out ----
 
-extern "C" XSOCK_EXPORT int socket(int domain, int type, int protocol) noexcept {
+extern "C" XSOCK_EXPORT int socket(int domain, int type, int protocol)
+    XSOCK_SAME_SPEC(socket, (domain, type, protocol)) {
   const int fd = XSOCK_REAL(socket)(domain, type, protocol);
   if (fd < 0) return fd;
   const bool tcp = (domain == AF_INET || domain == AF_INET6) &&
                    (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM;
   if (tcp) {
-    Core().AfterTcpSocket(fd);
+    Guard([&] { Core().AfterTcpSocket(fd); });
   } else if (Interceptor* core = CoreIfCreated()) {
-    core->AfterNewDescriptor(fd);
+    Guard([&] { core->AfterNewDescriptor(fd); });
   }
   return fd;
 }
 
-extern "C" XSOCK_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) noexcept {
+extern "C" XSOCK_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev)
+    XSOCK_SAME_SPEC(epoll_ctl, (epfd, op, fd, ev)) {
   const int r = XSOCK_REAL(epoll_ctl)(epfd, op, fd, ev);
   if (r == 0) {
-    if (Interceptor* core = CoreIfCreated()) core->AfterEpollCtl(epfd, op, fd, ev);
+    if (Interceptor* core = CoreIfCreated()) Guard([&] { core->AfterEpollCtl(epfd, op, fd, ev); });
   }
   return r;
 }
 
-extern "C" XSOCK_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+extern "C" XSOCK_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len)
+    XSOCK_SAME_SPEC(connect, (fd, addr, len)) {
   const bool inet = addr != nullptr && len >= static_cast<socklen_t>(sizeof(sa_family_t)) &&
                     (addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
   if (!inet && !Table().Contains(fd)) return XSOCK_REAL(connect)(fd, addr, len);
-  return ToLibc<int>(Core().Connect(fd, addr, len));
+  return ToLibc<int>(Guard([&] { return Core().Connect(fd, addr, len); }));
 }
 
-extern "C" XSOCK_EXPORT int close(int fd) noexcept {
-  if (Interceptor* core = CoreIfCreated()) return ToLibc<int>(core->Close(fd));
+extern "C" XSOCK_EXPORT int close(int fd) XSOCK_SAME_SPEC(close, (fd)) {
+  if (Interceptor* core = CoreIfCreated())
+    return ToLibc<int>(Guard([&] { return core->Close(fd); }));
   return XSOCK_REAL(close)(fd);
 }
 
-extern "C" XSOCK_EXPORT int dup(int fd) noexcept {
+extern "C" XSOCK_EXPORT int dup(int fd) XSOCK_SAME_SPEC(dup, (fd)) {
   const int r = XSOCK_REAL(dup)(fd);
   if (r >= 0) {
-    if (Interceptor* core = CoreIfCreated()) core->AfterDup(fd, r);
+    if (Interceptor* core = CoreIfCreated()) Guard([&] { core->AfterDup(fd, r); });
   }
   return r;
 }
 
-extern "C" XSOCK_EXPORT int dup2(int fd, int newfd) noexcept { return Dup2(fd, newfd, 0, false); }
+extern "C" XSOCK_EXPORT int dup2(int fd, int newfd) XSOCK_SAME_SPEC(dup2, (fd, newfd)) {
+  return Dup2(fd, newfd, 0, false);
+}
 
-extern "C" XSOCK_EXPORT int dup3(int fd, int newfd, int flags) noexcept {
+extern "C" XSOCK_EXPORT int dup3(int fd, int newfd, int flags)
+    XSOCK_SAME_SPEC(dup3, (fd, newfd, flags)) {
   return Dup2(fd, newfd, flags, true);
 }
 
-extern "C" XSOCK_EXPORT int close_range(unsigned first, unsigned last, int flags) noexcept {
+extern "C" XSOCK_EXPORT int close_range(unsigned first, unsigned last, int flags)
+    XSOCK_SAME_SPEC(close_range, (first, last, flags)) {
   Interceptor* core = CoreIfCreated();
   // Forget before closing (the numbers are free for reuse the moment they close), but
   // only when the call cannot fail on its arguments.
   const int known = CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC;
   if (core != nullptr && first <= last && (flags & ~known) == 0) {
-    core->BeforeCloseRange(first, last, flags);
+    Guard([&] { core->BeforeCloseRange(first, last, flags); });
   }
   return XSOCK_REAL(close_range)(first, last, flags);
 }
 
-extern "C" XSOCK_EXPORT int fcntl(int fd, int cmd, ...) noexcept {
+extern "C" XSOCK_EXPORT int fcntl(int fd, int cmd, ...) XSOCK_SAME_SPEC(fcntl, (fd, cmd)) {
   va_list ap;
   va_start(ap, cmd);
   void* arg = va_arg(ap, void*);
@@ -170,7 +208,7 @@ extern "C" XSOCK_EXPORT int fcntl(int fd, int cmd, ...) noexcept {
   return Fcntl(XSOCK_REAL(fcntl), fd, cmd, arg);
 }
 
-extern "C" XSOCK_EXPORT int fcntl64(int fd, int cmd, ...) noexcept {
+extern "C" XSOCK_EXPORT int fcntl64(int fd, int cmd, ...) XSOCK_SAME_SPEC(fcntl64, (fd, cmd)) {
   va_list ap;
   va_start(ap, cmd);
   void* arg = va_arg(ap, void*);
@@ -178,14 +216,16 @@ extern "C" XSOCK_EXPORT int fcntl64(int fd, int cmd, ...) noexcept {
   return Fcntl(XSOCK_REAL(fcntl64), fd, cmd, arg);
 }
 
-extern "C" XSOCK_EXPORT int ioctl(int fd, unsigned long request, ...) noexcept {
+extern "C" XSOCK_EXPORT int ioctl(int fd, unsigned long request, ...)
+    XSOCK_SAME_SPEC(ioctl, (fd, request)) {
   va_list ap;
   va_start(ap, request);
   void* arg = va_arg(ap, void*);
   va_end(ap);
   if (FdRef ref = Table().Find(fd)) {
     Result r = Result::Ok(0);
-    if (Core().Ioctl(*ref.as<FrontSocket>(), fd, request, arg, &r)) return ToLibc<int>(r);
+    if (Guard([&] { return Core().Ioctl(*ref.as<FrontSocket>(), fd, request, arg, &r); }))
+      return ToLibc<int>(r);
   }
   return XSOCK_REAL(ioctl)(fd, request, arg);
 }
