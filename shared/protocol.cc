@@ -119,34 +119,56 @@ absl::Status CheckOptLen(absl::string_view where, uint64_t len) {
 // Body sizes of fixed-size messages (without the header); -1: variable.
 int RequestBodySize(MsgType t) {
   switch (t) {
-    case MsgType::kHello: return 8;
-    case MsgType::kSocket: return 16;
-    case MsgType::kConnect: return 8 + kAddrSize;
-    case MsgType::kRelease: return 8;
-    case MsgType::kShutdown: return 12;
-    case MsgType::kGetSockName: return 8;
-    case MsgType::kGetPeerName: return 8;
-    case MsgType::kSetSockOpt: return -1;  // 20 + optlen
-    case MsgType::kGetSockOpt: return 20;
-    case MsgType::kAttach: return 4;
-    case MsgType::kStats: return 4;
+    case MsgType::kHello:
+      return 8;
+    case MsgType::kSocket:
+      return 16;
+    case MsgType::kConnect:
+      return 8 + kAddrSize;
+    case MsgType::kRelease:
+      return 8;
+    case MsgType::kShutdown:
+      return 12;
+    case MsgType::kGetSockName:
+      return 8;
+    case MsgType::kGetPeerName:
+      return 8;
+    case MsgType::kSetSockOpt:
+      return -1;  // 20 + optlen
+    case MsgType::kGetSockOpt:
+      return 20;
+    case MsgType::kAttach:
+      return 4;
+    case MsgType::kStats:
+      return 4;
   }
   return -2;
 }
 
 int ReplyBodySize(MsgType t) {
   switch (t) {
-    case MsgType::kHello: return 16;
-    case MsgType::kSocket: return 16;
-    case MsgType::kConnect: return 4;
-    case MsgType::kRelease: return 4;
-    case MsgType::kShutdown: return 4;
-    case MsgType::kGetSockName: return 4 + kAddrSize;
-    case MsgType::kGetPeerName: return 4 + kAddrSize;
-    case MsgType::kSetSockOpt: return 4;
-    case MsgType::kGetSockOpt: return -1;  // 8 + optlen
-    case MsgType::kAttach: return 24;
-    case MsgType::kStats: return 8 + 8 * 8;
+    case MsgType::kHello:
+      return 16;
+    case MsgType::kSocket:
+      return 16;
+    case MsgType::kConnect:
+      return 4;
+    case MsgType::kRelease:
+      return 4;
+    case MsgType::kShutdown:
+      return 4;
+    case MsgType::kGetSockName:
+      return 4 + kAddrSize;
+    case MsgType::kGetPeerName:
+      return 4 + kAddrSize;
+    case MsgType::kSetSockOpt:
+      return 4;
+    case MsgType::kGetSockOpt:
+      return -1;  // 8 + optlen
+    case MsgType::kAttach:
+      return 24;
+    case MsgType::kStats:
+      return 8 + 8 * 8;
   }
   return -2;
 }
@@ -191,7 +213,8 @@ absl::StatusOr<ParsedHeader> ReadHeader(Reader& r, std::span<const uint8_t> byte
     return Badf("header.length: says ", length, " but the message has ", bytes.size());
   }
   if (((raw_type & kReplyBit) != 0) != reply) {
-    return Badf("header.type: 0x", absl::Hex(raw_type), reply ? " is not a reply" : " is not a request");
+    return Badf("header.type: 0x", absl::Hex(raw_type),
+                reply ? " is not a reply" : " is not a request");
   }
   const auto type = static_cast<MsgType>(raw_type & ~kReplyBit);
   const int fixed = reply ? ReplyBodySize(type) : RequestBodySize(type);
@@ -352,10 +375,14 @@ absl::StatusOr<Reply> ReadReply(MsgType type, Reader& r) {
       }
       return m;
     }
-    case MsgType::kConnect: return ConnectReply{err};
-    case MsgType::kRelease: return ReleaseReply{err};
-    case MsgType::kShutdown: return ShutdownReply{err};
-    case MsgType::kSetSockOpt: return SetSockOptReply{err};
+    case MsgType::kConnect:
+      return ConnectReply{err};
+    case MsgType::kRelease:
+      return ReleaseReply{err};
+    case MsgType::kShutdown:
+      return ShutdownReply{err};
+    case MsgType::kSetSockOpt:
+      return SetSockOptReply{err};
     case MsgType::kGetSockName:
     case MsgType::kGetPeerName: {
       const SockAddr a = r.Addr();
@@ -479,26 +506,33 @@ std::string ToString(const SockAddr& a) {
   return absl::StrCat("<family ", a.family, ">");
 }
 
-MsgType TypeOf(const Request& r) {
-  return static_cast<MsgType>(r.index() + 1);
-}
-MsgType TypeOf(const Reply& r) {
-  return static_cast<MsgType>(r.index() + 1);
-}
+MsgType TypeOf(const Request& r) { return static_cast<MsgType>(r.index() + 1); }
+MsgType TypeOf(const Reply& r) { return static_cast<MsgType>(r.index() + 1); }
 
 const char* Name(MsgType t) {
   switch (t) {
-    case MsgType::kHello: return "hello";
-    case MsgType::kSocket: return "socket";
-    case MsgType::kConnect: return "connect";
-    case MsgType::kRelease: return "release";
-    case MsgType::kShutdown: return "shutdown";
-    case MsgType::kGetSockName: return "getsockname";
-    case MsgType::kGetPeerName: return "getpeername";
-    case MsgType::kSetSockOpt: return "setsockopt";
-    case MsgType::kGetSockOpt: return "getsockopt";
-    case MsgType::kAttach: return "attach";
-    case MsgType::kStats: return "stats";
+    case MsgType::kHello:
+      return "hello";
+    case MsgType::kSocket:
+      return "socket";
+    case MsgType::kConnect:
+      return "connect";
+    case MsgType::kRelease:
+      return "release";
+    case MsgType::kShutdown:
+      return "shutdown";
+    case MsgType::kGetSockName:
+      return "getsockname";
+    case MsgType::kGetPeerName:
+      return "getpeername";
+    case MsgType::kSetSockOpt:
+      return "setsockopt";
+    case MsgType::kGetSockOpt:
+      return "getsockopt";
+    case MsgType::kAttach:
+      return "attach";
+    case MsgType::kStats:
+      return "stats";
   }
   return "unknown";
 }
@@ -543,8 +577,7 @@ std::vector<uint8_t> EncodeRequest(uint32_t seq, const Request& req) {
           w.I32(m.level);
           w.I32(m.optname);
           w.U32(m.optlen);
-        } else if constexpr (std::is_same_v<T, AttachRequest> ||
-                             std::is_same_v<T, StatsRequest>) {
+        } else if constexpr (std::is_same_v<T, AttachRequest> || std::is_same_v<T, StatsRequest>) {
           w.U32(0);
         } else {  // Release, GetSockName, GetPeerName
           w.U64(m.socket_id);
@@ -583,9 +616,9 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
           w.U32(0);
         } else if constexpr (std::is_same_v<T, StatsReply>) {
           w.U32(0);
-          for (uint64_t v : {m.clients_now, m.clients_total, m.sockets_now, m.sockets_total,
-                             m.connects_ok, m.connects_failed, m.bytes_to_host,
-                             m.bytes_from_host}) {
+          for (uint64_t v :
+               {m.clients_now, m.clients_total, m.sockets_now, m.sockets_total, m.connects_ok,
+                m.connects_failed, m.bytes_to_host, m.bytes_from_host}) {
             w.U64(v);
           }
         }

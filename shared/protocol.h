@@ -200,8 +200,8 @@ struct StatsReply {
 };
 
 using Reply = std::variant<HelloReply, SocketReply, ConnectReply, ReleaseReply, ShutdownReply,
-                           GetSockNameReply, GetPeerNameReply, SetSockOptReply,
-                           GetSockOptReply, AttachReply, StatsReply>;
+                           GetSockNameReply, GetPeerNameReply, SetSockOptReply, GetSockOptReply,
+                           AttachReply, StatsReply>;
 
 MsgType TypeOf(const Request& r);
 MsgType TypeOf(const Reply& r);

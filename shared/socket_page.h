@@ -69,7 +69,7 @@ struct SocketPage {
 
   // Wake-up protocol (docs/channel.md). Each flag is "armed" by one side and consumed
   // (exchange to 0) by the other.
-  alignas(64) std::atomic<uint32_t> in_token;  // a readiness token is queued for the app
+  alignas(64) std::atomic<uint32_t> in_token;         // a readiness token is queued for the app
   alignas(64) std::atomic<uint32_t> out_data_wanted;  // xsockd sleeps until out has data
   alignas(64) std::atomic<uint32_t> in_room_wanted;   // xsockd sleeps until in has room
 
@@ -83,9 +83,7 @@ static_assert(sizeof(SocketPage) <= kPageSize, "SocketPage must fit one page");
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 
 inline constexpr size_t RingBytes(uint32_t order) { return size_t{1} << order; }
-inline constexpr size_t SocketMemfdSize(uint32_t order) {
-  return kPageSize + 2 * RingBytes(order);
-}
+inline constexpr size_t SocketMemfdSize(uint32_t order) { return kPageSize + 2 * RingBytes(order); }
 
 // Ring views over a mapped socket memfd (base = start of the mapping). `order` comes from
 // the side's own records, never from the shared page (which the peer can rewrite).
