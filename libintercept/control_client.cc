@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "libintercept/mutex_lock.h"
 #include "shared/unix_io.h"
 
 namespace xsock::intercept {
@@ -26,18 +27,6 @@ int64_t NowMs() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
 }
-
-// Holds a pthread mutex for a scope.
-class MutexLock {
- public:
-  explicit MutexLock(pthread_mutex_t* m) : m_(m) { pthread_mutex_lock(m_); }
-  ~MutexLock() { pthread_mutex_unlock(m_); }
-  MutexLock(const MutexLock&) = delete;
-  MutexLock& operator=(const MutexLock&) = delete;
-
- private:
-  pthread_mutex_t* m_;
-};
 
 void CloseAll(const Syscalls& sys, std::vector<int>& fds) {
   for (int fd : fds) sys.close(fd);

@@ -3,21 +3,10 @@
 #include <algorithm>
 #include <new>
 
+#include "libintercept/mutex_lock.h"
+
 namespace xsock::intercept {
-namespace {
-
-class MutexLock {
- public:
-  explicit MutexLock(pthread_mutex_t* m) : m_(m) { pthread_mutex_lock(m_); }
-  ~MutexLock() { pthread_mutex_unlock(m_); }
-  MutexLock(const MutexLock&) = delete;
-  MutexLock& operator=(const MutexLock&) = delete;
-
- private:
-  pthread_mutex_t* m_;
-};
-
-}  // namespace
+namespace {}  // namespace
 
 EpollShadow::EpollShadow() { pthread_mutex_init(&mu_, nullptr); }
 

@@ -214,9 +214,9 @@ proto::Reply FakeXsockd::Handle(int client, const proto::Request& request, std::
         pending_.push_back({id, NowMs() + options_.complete_after_ms});
         return proto::ConnectReply{EINPROGRESS};
       case ConnectMode::kRefusedAtOnce:
-        b->page()->so_error.store(ECONNREFUSED);
-        b->SetState(SocketState::kFailed);
-        b->CompleteConnect(ECONNREFUSED);
+        // As xsockd does for a connect that fails synchronously: the reply carries the
+        // error and the page is left alone (the socket stays idle and may be retried).
+        // Completing it asynchronously here would race with the caller reading SO_ERROR.
         return proto::ConnectReply{ECONNREFUSED};
     }
   }
