@@ -174,26 +174,27 @@ int BackendSocket::Shutdown(int how) {
   return 0;
 }
 
-int BackendSocket::GetSockName(proto::SockAddr* addr) const {
-  if (!host_.valid()) return ENOTCONN;
+namespace {
+// getsockname() or getpeername() of a host socket, as a wire address.
+int HostName(int fd, int (*call)(int, sockaddr*, socklen_t*), proto::SockAddr* addr) {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  if (getsockname(host_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return errno;
+  if (call(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return errno;
   auto a = proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
   if (!a.ok()) return EAFNOSUPPORT;
   *addr = *a;
   return 0;
 }
+}  // namespace
+
+int BackendSocket::GetSockName(proto::SockAddr* addr) const {
+  if (!host_.valid()) return ENOTCONN;
+  return HostName(host_.get(), ::getsockname, addr);
+}
 
 int BackendSocket::GetPeerName(proto::SockAddr* addr) const {
   if (!host_.valid()) return ENOTCONN;
-  sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
-  if (getpeername(host_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return errno;
-  auto a = proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
-  if (!a.ok()) return EAFNOSUPPORT;
-  *addr = *a;
-  return 0;
+  return HostName(host_.get(), ::getpeername, addr);
 }
 
 int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> value) {
