@@ -448,6 +448,21 @@ void BackendSocket::Pass() {
   }
 }
 
+namespace {
+// Arms a "wake me" flag, then looks at the ring again, so that an index change that raced
+// with the arming is not missed (libxenvchan's rule). The seq_cst fence pairs with the
+// app's fence between its index store and its exchange of the flag. The flag is disarmed
+// again when the second look finds work.
+template <class Look>
+ring::Regions ArmThenLook(std::atomic<uint32_t>& flag, Look look) {
+  flag.store(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  ring::Regions r = look();
+  if (!r.corrupt && r.bytes != 0) flag.store(0, std::memory_order_relaxed);
+  return r;
+}
+}  // namespace
+
 void BackendSocket::PumpIn() {
   bool published = false;
   while (host_readable_ && !in_done_) {
@@ -457,18 +472,13 @@ void BackendSocket::PumpIn() {
       return;
     }
     if (r.bytes == 0) {
-      // Sleep until the app makes room; arm, then re-check so that a release that raced
-      // with the arming is not missed. The fence pairs with the app's fence between its
-      // release of in_cons and its exchange of in_room_wanted.
-      page()->in_room_wanted.store(1, std::memory_order_seq_cst);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      r = in_.Reserve();
+      // Sleep until the app makes room (it releases in_cons, then exchanges the flag).
+      r = ArmThenLook(page()->in_room_wanted, [this] { return in_.Reserve(); });
       if (r.corrupt) {
         ResetCorrupt("in");
         return;
       }
       if (r.bytes == 0) break;
-      page()->in_room_wanted.store(0, std::memory_order_relaxed);
     }
     msghdr msg = IovMessage(r);
     const ssize_t n = recvmsg(host_.get(), &msg, MSG_DONTWAIT);
@@ -504,17 +514,13 @@ void BackendSocket::PumpOut() {
     }
     if (r.bytes == 0) {
       if (app_gone_ || shut_wr_pending_) break;  // nothing more will come
-      // Sleep until the app publishes; the fence pairs with the app's fence between its
-      // store of out_prod and its exchange of out_data_wanted.
-      page()->out_data_wanted.store(1, std::memory_order_seq_cst);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      r = out_.Peek();
+      // Sleep until the app publishes (it stores out_prod, then exchanges the flag).
+      r = ArmThenLook(page()->out_data_wanted, [this] { return out_.Peek(); });
       if (r.corrupt) {
         ResetCorrupt("out");
         return;
       }
       if (r.bytes == 0) break;
-      page()->out_data_wanted.store(0, std::memory_order_relaxed);
     }
     msghdr msg = IovMessage(r);
     const ssize_t n = sendmsg(host_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
