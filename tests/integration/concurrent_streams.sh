@@ -45,12 +45,5 @@ done
 lines=$(grep -c "echoed $((32 << 20)) bytes, eof$" "$ECHO_OUT")
 [[ $lines -eq $clients ]] || { show_file "echo server output" "$ECHO_OUT"; fail "echo server saw $lines complete clients, expected $clients"; }
 
-base=$(stat_value "$WORK/before" sockets_now)
-for ((i = 0; i < 100; i++)); do
-  stats_snapshot "$WORK/end"
-  [[ $(stat_value "$WORK/end" sockets_now) -le $base ]] && break
-  sleep 0.05
-done
-[[ $(stat_value "$WORK/end" sockets_now) -le $base ]] ||
-  fail "sockets_now is $(stat_value "$WORK/end" sockets_now) 5 s after the clients exited, was $base"
+expect_sockets_released "$WORK/before"
 log "PASS"

@@ -196,3 +196,17 @@ expect_status() {
     fail "$1 exited with status $3, expected $2"
   fi
 }
+
+# expect_sockets_released BEFORE_SNAPSHOT: fails unless xsockd's sockets_now falls back to
+# what it was in BEFORE_SNAPSHOT within 5 s (the clients have exited: their sockets must
+# be flushed and freed, not leaked).
+expect_sockets_released() {
+  local base i
+  base=$(stat_value "$1" sockets_now)
+  for ((i = 0; i < 100; i++)); do
+    stats_snapshot "$WORK/end"
+    [[ $(stat_value "$WORK/end" sockets_now) -le $base ]] && return 0
+    sleep 0.05
+  done
+  fail "sockets_now is $(stat_value "$WORK/end" sockets_now) 5 s after the clients exited, was $base before"
+}

@@ -40,12 +40,5 @@ log "xsockd: bytes_to_host +$to_host, bytes_from_host +$from_host, connects_ok +
 
 # The client has exited, so xsockd must let go of its socket (bounded wait: it learns of
 # the close asynchronously).
-base=$(stat_value "$WORK/before" sockets_now)
-for ((i = 0; i < 100; i++)); do
-  stats_snapshot "$WORK/end"
-  [[ $(stat_value "$WORK/end" sockets_now) -le $base ]] && break
-  sleep 0.05
-done
-[[ $(stat_value "$WORK/end" sockets_now) -le $base ]] ||
-  fail "sockets_now is $(stat_value "$WORK/end" sockets_now) 5 s after the client exited, was $base before"
+expect_sockets_released "$WORK/before"
 log "PASS"
