@@ -45,6 +45,8 @@ enum class MsgType : uint16_t {
   kGetSockOpt = 9,
   kAttach = 10,
   kStats = 11,
+  kBind = 12,
+  kListen = 13,
 };
 
 // A socket address on the wire: 28 bytes. family is AF_INET or AF_INET6; port and
@@ -125,10 +127,27 @@ struct AttachRequest {
 struct StatsRequest {
   bool operator==(const StatsRequest&) const = default;
 };
+// Binds the socket's host socket (created here if connect has not made it yet). The
+// options replayed before it (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY...) apply.
+struct BindRequest {
+  uint64_t socket_id = 0;
+  SockAddr addr;
+  bool operator==(const BindRequest&) const = default;
+};
+// listen() on the bound host socket. A successful reply carries one descriptor: the app
+// end of the socket's *listener channel* (AF_UNIX SOCK_SEQPACKET), which the library puts
+// over the application's descriptor; accepted connections arrive on it as AcceptRecords
+// (docs/channel.md, "Listening sockets"). From then on the socket has no rings.
+struct ListenRequest {
+  uint64_t socket_id = 0;
+  int32_t backlog = 0;  // as passed to listen(); xsockd clamps it like the kernel
+  bool operator==(const ListenRequest&) const = default;
+};
 
 using Request = std::variant<HelloRequest, SocketRequest, ConnectRequest, ReleaseRequest,
                              ShutdownRequest, GetSockNameRequest, GetPeerNameRequest,
-                             SetSockOptRequest, GetSockOptRequest, AttachRequest, StatsRequest>;
+                             SetSockOptRequest, GetSockOptRequest, AttachRequest, StatsRequest,
+                             BindRequest, ListenRequest>;
 
 // ---- Replies (xsockd -> library). err is a positive errno, 0 for success. ----
 
@@ -178,7 +197,8 @@ struct GetSockOptReply {
   std::vector<uint8_t> value;  // at most kMaxOptLen bytes
   bool operator==(const GetSockOptReply&) const = default;
 };
-// One descriptor (the memfd) travels with a successful reply.
+// A successful reply carries one descriptor (the memfd), except for a listening socket
+// (state == SocketState::kListening), which has no memory and gets none.
 struct AttachReply {
   int32_t err = 0;
   uint32_t ring_order = 0;
@@ -199,22 +219,55 @@ struct StatsReply {
   bool operator==(const StatsReply&) const = default;
 };
 
+struct BindReply {
+  int32_t err = 0;
+  SockAddr addr;  // the address actually bound (port 0 -> the real port); zero on error
+  bool operator==(const BindReply&) const = default;
+};
+struct ListenReply {
+  int32_t err = 0;
+  bool operator==(const ListenReply&) const = default;
+};
+
 using Reply = std::variant<HelloReply, SocketReply, ConnectReply, ReleaseReply, ShutdownReply,
                            GetSockNameReply, GetPeerNameReply, SetSockOptReply, GetSockOptReply,
-                           AttachReply, StatsReply>;
+                           AttachReply, StatsReply, BindReply, ListenReply>;
 
 MsgType TypeOf(const Request& r);
 MsgType TypeOf(const Reply& r);
 const char* Name(MsgType t);  // "connect", ...; "unknown" otherwise
 
-// Descriptors that must accompany a message of this type (replies: when err == 0).
+// Descriptors that must accompany a message of this type.
 int FdsWithRequest(MsgType t);
-int FdsWithReply(MsgType t);
+// Descriptors that accompany this (decoded) reply: 0 when err != 0; an attach reply for a
+// listening socket carries none.
+int FdsWithReply(const Reply& r);
+// The most descriptors any reply of this type can carry (what a receiver makes room for).
+int MaxFdsWithReply(MsgType t);
 
 // Encoders produce a complete message (header + body). They never fail for values the
 // decoder would accept; callers must not pass out-of-range values (checked by assert).
 std::vector<uint8_t> EncodeRequest(uint32_t seq, const Request& r);
 std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& r);
+
+// ---- Listener channel records (xsockd -> library) ----
+//
+// One accepted connection, sent by xsockd as one SOCK_SEQPACKET packet on a listening
+// socket's listener channel, with exactly two descriptors (SCM_RIGHTS): the app end of
+// the connection's channel, then its memfd. Fixed size, no header: magic, then fields.
+inline constexpr uint32_t kAcceptMagic = 0x41534B58;  // "XSKA"
+inline constexpr size_t kAcceptRecordSize = 80;
+inline constexpr int kFdsWithAcceptRecord = 2;
+struct AcceptRecord {
+  uint64_t socket_id = 0;
+  uint32_t ring_order = 0;  // kMinRingOrder..kMaxRingOrder
+  SockAddr local;           // the host socket's getsockname()
+  SockAddr peer;            // the host socket's getpeername()
+  bool operator==(const AcceptRecord&) const = default;
+};
+std::vector<uint8_t> EncodeAcceptRecord(const AcceptRecord& r);  // kAcceptRecordSize bytes
+// Accepts exactly kAcceptRecordSize bytes; names the bad field like the other decoders.
+absl::StatusOr<AcceptRecord> DecodeAcceptRecord(std::span<const uint8_t> bytes);
 
 template <class T>
 struct Decoded {

@@ -30,6 +30,7 @@ enum class SocketState : uint32_t {
   kConnected = 2,   // data flows
   kFailed = 3,      // connect failed; so_error says why
   kClosed = 4,      // host socket gone (after EOF both ways, reset, or release)
+  kListening = 5,   // listen() done: the socket now lives on its listener channel (no page)
 };
 
 // Ring error words (SocketPage::in_error / out_error). 0: none. Negative: -errno.
