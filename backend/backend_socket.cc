@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -34,6 +35,8 @@ const char* StateName(SocketState s) {
       return "failed";
     case SocketState::kClosed:
       return "closed";
+    case SocketState::kListening:
+      return "listening";
   }
   return "unknown";
 }
@@ -50,8 +53,34 @@ msghdr IovMessage(ring::Regions& r) {
 absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::Create(const SocketParams& params,
                                                                      SocketEnv env,
                                                                      UniqueFd* app_end) {
+  // The host socket exists from the start, so that options the app sets (and the library
+  // replays) before bind, connect or listen all land on the socket those calls then use.
   UniqueFd host(socket(params.domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
   if (!host.valid()) return ErrnoError(errno, "socket");
+  return CreateWith(params, env, std::move(host), app_end);
+}
+
+absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::CreateAccepted(
+    const SocketParams& params, SocketEnv env, UniqueFd host, UniqueFd* app_end) {
+  UniqueFd app;
+  auto sock = CreateWith(params, env, std::move(host), &app);
+  if (!sock.ok()) return sock.status();
+  // What the library does for a socket it creates (docs/channel.md): the smallest send
+  // queue, so that stuffing makes the descriptor unwritable. The app gets this end only
+  // through the record, so xsockd sets it here.
+  const int one = 1;
+  if (setsockopt(app.get(), SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)) != 0) {
+    return ErrnoError(errno, "SO_SNDBUF on accepted channel");
+  }
+  (*sock)->StartAccepted();
+  *app_end = std::move(app);
+  return sock;
+}
+
+absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::CreateWith(const SocketParams& params,
+                                                                         SocketEnv env,
+                                                                         UniqueFd host,
+                                                                         UniqueFd* app_end) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
     return ErrnoError(errno, "socketpair");
@@ -89,10 +118,11 @@ BackendSocket::BackendSocket(const SocketParams& params, SocketEnv env, SocketMe
       host_(std::move(host)),
       app_dev_(app_dev),
       app_ino_(app_ino),
-      in_(InRing(mem_.base(), params.ring_order)),
-      out_(OutRing(mem_.base(), params.ring_order)) {}
+      in_(InRing(mem_->base(), params.ring_order)),
+      out_(OutRing(mem_->base(), params.ring_order)) {}
 
 BackendSocket::~BackendSocket() {
+  listener_.reset();  // unregisters the listener channel and the host listener
   if (channel_.valid()) env_.loop->Remove(channel_.get());
   StopWatchingHost();
 }
@@ -104,6 +134,7 @@ std::string BackendSocket::Who() const {
 
 void BackendSocket::SetState(SocketState state) {
   state_ = state;
+  if (!mem_) return;  // a listener has no page
   // Release: so_error and the error words stored before are visible to an app that sees
   // the new state.
   page()->state.store(static_cast<uint32_t>(state), std::memory_order_release);
@@ -124,8 +155,11 @@ int BackendSocket::Connect(const proto::SockAddr& addr) {
     case SocketState::kFailed:
     case SocketState::kClosed:
       return ECONNABORTED;
+    case SocketState::kListening:
+      return EISCONN;
   }
   if (!host_.valid() || app_gone_) return EBADF;
+  // The host socket is the one bind() used, if any: the bound source address is kept.
   dest_ = addr;
   sockaddr_storage ss;
   const socklen_t len = proto::ToSockaddr(addr, &ss);
@@ -161,14 +195,25 @@ int BackendSocket::Connect(const proto::SockAddr& addr) {
 }
 
 int BackendSocket::Shutdown(int how) {
-  if (state_ != SocketState::kConnected) return ENOTCONN;
   const bool rd = how == SHUT_RD || how == SHUT_RDWR;
   const bool wr = how == SHUT_WR || how == SHUT_RDWR;
-  Log(LogLevel::kDebug, "event=shutdown {} how={}", Who(), how);
-  if (rd && !in_done_) {
-    ::shutdown(host_.get(), SHUT_RD);
-    FinishIn(kRingEof);
+  if (state_ == SocketState::kListening) {
+    // As the kernel: SHUT_WR alone does nothing to a listener; SHUT_RD stops it (the host
+    // listener's queued connections are reset) and accept() then finds no more records.
+    if (rd && host_.valid()) {
+      ::shutdown(host_.get(), SHUT_RD);
+      listener_->StopAccepting();
+    }
+    return 0;
   }
+  if (state_ != SocketState::kConnected) return ENOTCONN;
+  Log(LogLevel::kDebug, "event=shutdown {} how={}", Who(), how);
+  if (rd && !host_rd_shut_) {
+    // Passed on even after EOF from the host: the host socket's own state follows the app's.
+    ::shutdown(host_.get(), SHUT_RD);
+    host_rd_shut_ = true;
+  }
+  if (rd && !in_done_) FinishIn(kRingEof);
   if (wr && !host_wr_shut_) shut_wr_pending_ = true;
   Pass();
   return 0;
@@ -186,6 +231,60 @@ int HostName(int fd, int (*call)(int, sockaddr*, socklen_t*), proto::SockAddr* a
   return 0;
 }
 }  // namespace
+
+int BackendSocket::Bind(const proto::SockAddr& addr, proto::SockAddr* bound) {
+  // Only an idle socket still has its stream channel and rings to become a listener with;
+  // the kernel itself refuses a second bind and a bind after connect (EINVAL).
+  if (state_ != SocketState::kIdle || !host_.valid() || app_gone_) return EINVAL;
+  sockaddr_storage ss;
+  const socklen_t len = proto::ToSockaddr(addr, &ss);
+  if (::bind(host_.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+    const int err = errno;
+    Log(LogLevel::kInfo, "event=bind_failed {} addr={} errno={}", Who(), proto::ToString(addr),
+        ErrnoName(err));
+    return err;
+  }
+  const int err = HostName(host_.get(), ::getsockname, bound);
+  Log(LogLevel::kInfo, "event=bind {} addr={} bound={}", Who(), proto::ToString(addr),
+      err == 0 ? proto::ToString(*bound) : ErrnoName(err));
+  return err;
+}
+
+int BackendSocket::Listen(int backlog, UniqueFd* app_end) {
+  if (state_ != SocketState::kIdle || !host_.valid() || app_gone_) return EINVAL;
+  if (env_.factory == nullptr) return EOPNOTSUPP;
+  // An unbound socket is autobound by the kernel's listen(), as a kernel socket would be.
+  if (::listen(host_.get(), backlog) != 0) {
+    const int err = errno;
+    Log(LogLevel::kInfo, "event=listen_failed {} backlog={} errno={}", Who(), backlog,
+        ErrnoName(err));
+    return err;
+  }
+  UniqueFd app;
+  auto l = HostListener::Create(this, host_.get(), backlog, env_.loop, env_.factory, &app);
+  if (!l.ok()) {
+    // The host socket listens and cannot be made to stop: close it; the socket is dead.
+    Log(LogLevel::kWarn, "event=listen_failed {} error={}", Who(),
+        Quoted(std::string(l.status().message())));
+    host_.reset();
+    SetState(SocketState::kClosed);
+    return ErrnoOf(l.status(), ENOMEM);
+  }
+  listener_ = std::move(*l);
+  // The stream channel and the memory go: a HUP of the old channel (the library closes it
+  // when it puts the listener channel over the descriptor) must mean nothing from now on.
+  SetState(SocketState::kListening);
+  env_.loop->Remove(channel_.get());
+  channel_.reset();
+  mem_.reset();
+  channel_dirty_ = false;
+  proto::SockAddr local;
+  const int named = HostName(host_.get(), ::getsockname, &local);
+  Log(LogLevel::kInfo, "event=listen {} addr={} backlog={} queued_max={}", Who(),
+      named == 0 ? proto::ToString(local) : ErrnoName(named), backlog, QueuedAcceptsFor(backlog));
+  *app_end = std::move(app);
+  return 0;
+}
 
 int BackendSocket::GetSockName(proto::SockAddr* addr) const {
   if (!host_.valid()) return ENOTCONN;
@@ -205,9 +304,10 @@ int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> v
     if (value.size() < sizeof(l)) return EINVAL;
     std::memcpy(&l, value.data(), sizeof(l));
     // close() with a positive linger time blocks even on a nonblocking socket, which would
-    // stall the event loop: such a linger is recorded (getsockopt reports it) and the host
-    // socket closes in the background as without SO_LINGER. Linger 0 (abortive close, RST)
-    // is applied as is.
+    // stall the event loop: such a linger is recorded (getsockopt reports it) and carried
+    // out by xsockd itself when the app closes (MaybeFinish: `out` is flushed for at most
+    // l_linger seconds, then the host peer is reset). Linger 0 (abortive close: RST, unsent
+    // bytes dropped) is applied to the host socket as is, and the close skips the flush.
     struct linger applied = l;
     if (l.l_onoff != 0 && l.l_linger > 0) applied = {0, 0};
     if (setsockopt(host_.get(), level, optname, &applied, sizeof(applied)) != 0) return errno;
@@ -243,6 +343,11 @@ int BackendSocket::GetSockOpt(int level, int optname, uint32_t optlen,
 
 void BackendSocket::OnChannelEvent(uint32_t events) {
   if (finished_) return;
+  if (listener_) {
+    listener_->OnChannelEvent(events);
+    MaybeFinish();
+    return;
+  }
   channel_dirty_ = true;
   // The app's last reference is gone (HUP), or the app shut its end so that it can never
   // wake us again (RDHUP): either way nobody drives this socket any more.
@@ -253,6 +358,11 @@ void BackendSocket::OnChannelEvent(uint32_t events) {
 
 void BackendSocket::OnHostEvent(uint32_t events) {
   if (finished_ || !host_.valid()) return;
+  if (listener_) {
+    listener_->OnHostEvent(events);
+    MaybeFinish();
+    return;
+  }
   if (state_ == SocketState::kConnecting) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     int err = 0;
@@ -271,7 +381,26 @@ void BackendSocket::OnHostEvent(uint32_t events) {
   Pass();
 }
 
+bool BackendSocket::CheckHangUp() {
+  if (finished_) return false;
+  if (listener_) {
+    if (!listener_->CheckHangUp()) return false;
+    MaybeFinish();
+    return true;
+  }
+  if (!channel_.valid() || app_gone_) return false;
+  pollfd p = {channel_.get(), POLLRDHUP, 0};
+  if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLHUP | POLLRDHUP | POLLERR))) return false;
+  OnChannelEvent(EPOLLHUP);
+  return true;
+}
+
 bool BackendSocket::OnPollTick() {
+  if (listener_) {
+    const bool moved = listener_->OnPollTick();
+    MaybeFinish();
+    return moved;
+  }
   const uint64_t before = progress_;
   RecheckToken();
   Pass();
@@ -279,7 +408,27 @@ bool BackendSocket::OnPollTick() {
 }
 
 bool BackendSocket::held() const {
-  return !finished_ && !app_gone_ && state_ == SocketState::kConnected && channel_dirty_;
+  if (finished_) return false;
+  if (listener_) return listener_->held();
+  // Lingering: the deadline is checked on the poll tick.
+  if (linger_deadline_) return true;
+  return !app_gone_ && state_ == SocketState::kConnected && channel_dirty_;
+}
+
+void BackendSocket::StartAccepted() {
+  SetState(SocketState::kConnected);
+  dest_ = proto::SockAddr{};
+  (void)HostName(host_.get(), ::getpeername, &dest_);
+  if (auto s = env_.loop->Add(host_.get(), kHostEvents, Token{Source::kHost, params_.id});
+      !s.ok()) {
+    HostError(ErrnoOf(s, ENOMEM), "epoll_ctl");
+    return;
+  }
+  host_watched_ = true;
+  // Edge-triggered: whatever the peer sent before this registration raised no edge.
+  host_readable_ = true;
+  host_writable_ = true;
+  Pass();
 }
 
 // ---- Connection state ----
@@ -424,9 +573,12 @@ void BackendSocket::Pass() {
   //  - a drain: while the channel was full, a wake byte the app sent may have failed
   //    (EAGAIN) and been lost, so the rings are looked at again once there is room;
   //  - the discovery that the app is gone: host input switches from `in` to discarding.
+  if (listener_) return;
   for (int round = 0; round < 3 && !finished_; ++round) {
     const bool gone = app_gone_;
-    if (state_ == SocketState::kConnected && !rings_corrupt_) {
+    // An abortive close (SO_LINGER {1, 0}) moves nothing more: MaybeFinish resets.
+    const bool aborting = app_gone_ && AbortiveClose();
+    if (state_ == SocketState::kConnected && !rings_corrupt_ && !aborting) {
       if (app_gone_) {
         DiscardHostInput();
       } else {
@@ -612,15 +764,51 @@ bool BackendSocket::DrainChannel() {
 }
 
 void BackendSocket::MaybeFinish() {
-  if (!app_gone_ || finished_) return;
-  if (state_ == SocketState::kConnected && !rings_corrupt_ && !out_dead_ && !host_wr_shut_) {
-    const auto fill = OutFill();
-    if (fill && *fill > 0) return;  // flush what the app wrote before it closed
+  if (finished_) return;
+  if (listener_) {
+    if (!listener_->finished()) return;
+    // The host listener closes; connections still queued in the channel were dropped by
+    // the kernel with the app's end, so their channels hang up and they free themselves.
+    listener_.reset();
+    CloseHost();
+    finished_ = true;
+    return;
   }
-  Log(LogLevel::kInfo, "event=socket_closed {} reason=app_closed state={} to_host={} from_host={}",
-      Who(), StateName(state_), bytes_to_host_, bytes_from_host_);
+  if (!app_gone_) return;
+  const char* how = "graceful";
+  if (AbortiveClose()) {
+    // SO_LINGER {1, 0}, applied to the host socket: close() discards what is unsent and
+    // resets the peer, as the app's close() of a kernel socket would.
+    how = "abort";
+  } else if (state_ == SocketState::kConnected && !rings_corrupt_ && !out_dead_ && !host_wr_shut_) {
+    const auto fill = OutFill();
+    if (fill && *fill > 0) {
+      if (!LingerExpired()) return;  // flush what the app wrote before it closed
+      how = "linger_timeout";
+    }
+  }
+  Log(LogLevel::kInfo,
+      "event=socket_closed {} reason=app_closed state={} close={} to_host={} from_host={}", Who(),
+      StateName(state_), how, bytes_to_host_, bytes_from_host_);
   CloseHost();
   finished_ = true;
+}
+
+bool BackendSocket::LingerExpired() {
+  if (!linger_recorded_ || linger_.l_onoff == 0 || linger_.l_linger <= 0) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (!linger_deadline_) {
+    linger_deadline_ = now + std::chrono::seconds(linger_.l_linger);
+    return false;
+  }
+  if (now < *linger_deadline_) return false;
+  // The app gave the bytes this long to leave; what is left is dropped and the peer reset
+  // (it would otherwise wait for bytes that never come), as the kernel resets an orphan.
+  if (host_.valid()) {
+    const struct linger abort = {1, 0};
+    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+  }
+  return true;
 }
 
 }  // namespace xsock::backend

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "backend/event_loop.h"
 #include "backend/fd.h"
+#include "backend/host_listener.h"
 #include "backend/socket_memory.h"
 #include "backend/stats.h"
 #include "ringbuf/ring.h"
@@ -33,6 +35,7 @@ namespace xsock::backend {
 struct SocketEnv {
   EventLoop* loop = nullptr;
   Stats* stats = nullptr;
+  AcceptedSocketFactory* factory = nullptr;  // for listen(); may be null otherwise
 };
 
 struct SocketParams {
@@ -49,6 +52,12 @@ class BackendSocket {
   // xsockd's channel end with the loop. *app_end receives the app's end of the channel.
   static absl::StatusOr<std::unique_ptr<BackendSocket>> Create(const SocketParams& params,
                                                                SocketEnv env, UniqueFd* app_end);
+  // The socket of a connection a listening socket accepted (`host`: connected,
+  // nonblocking): connected and pumping from the start, as after a finished connect. The
+  // app end's SO_SNDBUF is already at its minimum.
+  static absl::StatusOr<std::unique_ptr<BackendSocket>> CreateAccepted(const SocketParams& params,
+                                                                       SocketEnv env, UniqueFd host,
+                                                                       UniqueFd* app_end);
   ~BackendSocket();
   BackendSocket(const BackendSocket&) = delete;
   BackendSocket& operator=(const BackendSocket&) = delete;
@@ -58,7 +67,15 @@ class BackendSocket {
   // Starts a nonblocking connect: 0 (connected), EINPROGRESS (completion is reported
   // through the page and the channel) or the connect's errno.
   int Connect(const proto::SockAddr& addr);
-  // SHUT_WR is carried out once `out` is flushed; SHUT_RD ends `in` with EOF.
+  // Binds the host socket (a later connect or listen uses it); *bound gets its
+  // getsockname(). The kernel's errno: EINVAL when already bound or connected.
+  int Bind(const proto::SockAddr& addr, proto::SockAddr* bound);
+  // listen() on the host socket, then the socket becomes a listener: its stream channel and
+  // memory are released and *app_end receives the app end of its listener channel. EINVAL
+  // unless idle. The caller (SocketTable) re-keys the socket's channel identity.
+  int Listen(int backlog, UniqueFd* app_end);
+  // SHUT_WR is carried out once `out` is flushed; SHUT_RD ends `in` with EOF and is passed
+  // to the host socket. On a listener SHUT_RD stops accepting (as the kernel does).
   int Shutdown(int how);
   int GetSockName(proto::SockAddr* addr) const;
   int GetPeerName(proto::SockAddr* addr) const;
@@ -69,6 +86,9 @@ class BackendSocket {
 
   void OnChannelEvent(uint32_t events);
   void OnHostEvent(uint32_t events);
+  // Looks (poll, no wait) whether the app's end of the channel is closed, and if so acts on
+  // it now as on the event the loop has not delivered yet. True if it was.
+  bool CheckHangUp();
   // Re-evaluates a held() socket as if the app had sent a wake byte. True if anything moved.
   bool OnPollTick();
 
@@ -80,19 +100,32 @@ class BackendSocket {
   bool held() const;
 
   uint64_t id() const { return params_.id; }
-  uint32_t ring_order() const { return params_.ring_order; }
+  const SocketParams& params() const { return params_; }
+  // 0 for a listener, which has no rings.
+  uint32_t ring_order() const { return mem_ ? params_.ring_order : 0; }
   SocketState state() const { return state_; }
-  int memfd() const { return mem_.fd(); }
-  dev_t app_dev() const { return app_dev_; }
-  ino_t app_ino() const { return app_ino_; }
+  // The memfd; -1 for a listener.
+  int memfd() const { return mem_ ? mem_->fd() : -1; }
+  // Identity of the app's end of the channel (stream channel, or listener channel).
+  dev_t app_dev() const { return listener_ ? listener_->app_dev() : app_dev_; }
+  ino_t app_ino() const { return listener_ ? listener_->app_ino() : app_ino_; }
+  std::string Who() const;  // "socket=7 client=3 pid=1234" for log lines
 
  private:
   BackendSocket(const SocketParams& params, SocketEnv env, SocketMemory mem, UniqueFd channel,
                 UniqueFd host, dev_t app_dev, ino_t app_ino);
 
-  SocketPage* page() const { return mem_.page(); }
-  std::string Who() const;  // "socket=7 client=3 pid=1234" for log lines
+  static absl::StatusOr<std::unique_ptr<BackendSocket>> CreateWith(const SocketParams& params,
+                                                                   SocketEnv env, UniqueFd host,
+                                                                   UniqueFd* app_end);
+  SocketPage* page() const { return mem_->page(); }
   void SetState(SocketState state);
+  void StartAccepted();
+  // SO_LINGER {1, 0} set by the app: its close discards `out` and resets the host peer.
+  bool AbortiveClose() const {
+    return linger_recorded_ && linger_.l_onoff != 0 && linger_.l_linger == 0;
+  }
+  bool LingerExpired();
 
   // The evaluation after every event: pumps, deferred host shutdown, channel drain, finish.
   void Pass();
@@ -124,8 +157,8 @@ class BackendSocket {
 
   SocketParams params_;
   SocketEnv env_;
-  SocketMemory mem_;
-  UniqueFd channel_;  // xsockd's end, nonblocking
+  std::optional<SocketMemory> mem_;  // released by listen()
+  UniqueFd channel_;                 // xsockd's end, nonblocking
   UniqueFd host_;
   dev_t app_dev_;
   ino_t app_ino_;
@@ -150,7 +183,11 @@ class BackendSocket {
   bool finished_ = false;
   bool linger_recorded_ = false;  // SO_LINGER as the app set it (see SetSockOpt)
   struct linger linger_ = {};
-  uint64_t progress_ = 0;  // bumps whenever bytes move or a token is queued
+  // Set when the app closes with SO_LINGER {1, N > 0}: `out` is flushed until then at most.
+  std::optional<std::chrono::steady_clock::time_point> linger_deadline_;
+  bool host_rd_shut_ = false;
+  std::unique_ptr<HostListener> listener_;  // state kListening
+  uint64_t progress_ = 0;                   // bumps whenever bytes move or a token is queued
   uint64_t bytes_to_host_ = 0;
   uint64_t bytes_from_host_ = 0;
 };

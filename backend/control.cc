@@ -134,7 +134,8 @@ proto::Reply ControlClient::Dispatch(const proto::Request& req, std::vector<Uniq
   return std::visit(
       [&](const auto& m) -> proto::Reply {
         using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, proto::SocketRequest>) {
+        if constexpr (std::is_same_v<T, proto::SocketRequest> ||
+                      std::is_same_v<T, proto::ListenRequest>) {
           return Handle(m, reply_fds);
         } else if constexpr (std::is_same_v<T, proto::AttachRequest>) {
           return Handle(m, fds, reply_fds);
@@ -287,17 +288,23 @@ proto::Reply ControlClient::Handle(const proto::AttachRequest&, std::vector<Uniq
     reply.err = EBADF;
     return reply;
   }
-  UniqueFd memfd = Dup(s->memfd());
-  if (!memfd.valid()) {
-    reply.err = errno;
-    return reply;
+  // A listener has no memory: its channel is all the app needs (ring_order 0, no fd).
+  const bool listening = s->state() == SocketState::kListening;
+  UniqueFd memfd;
+  if (!listening) {
+    memfd = Dup(s->memfd());
+    if (!memfd.valid()) {
+      reply.err = errno;
+      return reply;
+    }
   }
   authority_.insert(s->id());
-  Log(LogLevel::kInfo, "event=attach socket={} client={} pid={}", s->id(), id_, cred_.pid);
+  Log(LogLevel::kInfo, "event=attach socket={} client={} pid={} state={}", s->id(), id_, cred_.pid,
+      listening ? "listening" : "stream");
   reply.ring_order = s->ring_order();
   reply.socket_id = s->id();
   reply.state = static_cast<uint32_t>(s->state());
-  reply_fds->push_back(std::move(memfd));
+  if (!listening) reply_fds->push_back(std::move(memfd));
   return reply;
 }
 
@@ -316,6 +323,36 @@ proto::Reply ControlClient::Handle(const proto::StatsRequest&) {
   reply.connects_failed = st.connects_failed;
   reply.bytes_to_host = st.bytes_to_host;
   reply.bytes_from_host = st.bytes_from_host;
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::BindRequest& req) {
+  proto::BindReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  if (s == nullptr) {
+    reply.err = EBADF;
+    return reply;
+  }
+  if (req.addr.family == AF_INET6 && !(caps_ & proto::kCapIpv6)) {
+    reply.err = EAFNOSUPPORT;
+    return reply;
+  }
+  reply.err = ctx_.sockets->Bind(s, req.addr, &reply.addr);
+  if (reply.err != 0) reply.addr = {};
+  return reply;
+}
+
+proto::Reply ControlClient::Handle(const proto::ListenRequest& req,
+                                   std::vector<UniqueFd>* reply_fds) {
+  proto::ListenReply reply;
+  BackendSocket* s = Authorized(req.socket_id);
+  if (s == nullptr) {
+    reply.err = EBADF;
+    return reply;
+  }
+  UniqueFd app_end;
+  reply.err = ctx_.sockets->Listen(s, req.backlog, &app_end);  // s may be freed now
+  if (reply.err == 0) reply_fds->push_back(std::move(app_end));
   return reply;
 }
 

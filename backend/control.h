@@ -71,6 +71,8 @@ class ControlClient {
   proto::Reply Handle(const proto::AttachRequest& req, std::vector<UniqueFd>& fds,
                       std::vector<UniqueFd>* reply_fds);
   proto::Reply Handle(const proto::StatsRequest& req);
+  proto::Reply Handle(const proto::BindRequest& req);
+  proto::Reply Handle(const proto::ListenRequest& req, std::vector<UniqueFd>* reply_fds);
 
   // The socket if this connection created or attached it and it is live, else nullptr
   // (the request gets EBADF).

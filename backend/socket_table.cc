@@ -26,14 +26,64 @@ absl::Status SocketTable::Init() {
 
 absl::StatusOr<BackendSocket*> SocketTable::Create(SocketParams params, UniqueFd* app_end) {
   params.id = next_id_++;
-  auto sock = BackendSocket::Create(params, SocketEnv{loop_, stats_}, app_end);
+  auto sock = BackendSocket::Create(params, SocketEnv{loop_, stats_, this}, app_end);
   if (!sock.ok()) return sock.status();
-  BackendSocket* s = sock->get();
+  return Insert(std::move(*sock));
+}
+
+absl::StatusOr<BackendSocket*> SocketTable::CreateAccepted(const BackendSocket& listener,
+                                                           UniqueFd host, UniqueFd* app_end) {
+  SocketParams params = listener.params();
+  params.id = next_id_++;
+  auto sock = BackendSocket::CreateAccepted(params, SocketEnv{loop_, stats_, this}, std::move(host),
+                                            app_end);
+  if (!sock.ok()) return sock.status();
+  return Insert(std::move(*sock));
+}
+
+BackendSocket* SocketTable::Insert(std::unique_ptr<BackendSocket> sock) {
+  BackendSocket* s = sock.get();
   by_inode_[{s->app_dev(), s->app_ino()}] = s->id();
-  sockets_[s->id()] = std::move(*sock);
+  sockets_[s->id()] = std::move(sock);
   stats_->sockets_now++;
   stats_->sockets_total++;
   return s;
+}
+
+int SocketTable::ReapHungUp(uint64_t keep) {
+  int freed = 0;
+  std::vector<uint64_t> ids;
+  ids.reserve(sockets_.size());
+  for (const auto& [id, s] : sockets_) {
+    if (id != keep) ids.push_back(id);
+  }
+  for (uint64_t id : ids) {
+    auto it = sockets_.find(id);
+    if (it == sockets_.end()) continue;
+    BackendSocket* s = it->second.get();
+    if (!s->CheckHangUp()) continue;
+    Settle(s);
+    if (!sockets_.contains(id)) ++freed;
+  }
+  return freed;
+}
+
+int SocketTable::Bind(BackendSocket* s, const proto::SockAddr& addr, proto::SockAddr* bound) {
+  int err = s->Bind(addr, bound);
+  if (err == EADDRINUSE && ReapHungUp(s->id()) > 0) err = s->Bind(addr, bound);
+  return err;
+}
+
+int SocketTable::Listen(BackendSocket* s, int backlog, UniqueFd* app_end) {
+  const std::pair<dev_t, ino_t> before = {s->app_dev(), s->app_ino()};
+  int err = s->Listen(backlog, app_end);
+  if (err == EADDRINUSE && ReapHungUp(s->id()) > 0) err = s->Listen(backlog, app_end);
+  if (err == 0) {
+    by_inode_.erase(before);
+    by_inode_[{s->app_dev(), s->app_ino()}] = s->id();
+  }
+  Settle(s);
+  return err;
 }
 
 BackendSocket* SocketTable::Find(uint64_t id) {

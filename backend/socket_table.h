@@ -19,7 +19,7 @@
 
 namespace xsock::backend {
 
-class SocketTable {
+class SocketTable : public AcceptedSocketFactory {
  public:
   SocketTable(EventLoop* loop, Stats* stats) : loop_(loop), stats_(stats) {}
   ~SocketTable();
@@ -31,6 +31,16 @@ class SocketTable {
 
   // Creates a socket (params.id is assigned here). *app_end receives the app's channel end.
   absl::StatusOr<BackendSocket*> Create(SocketParams params, UniqueFd* app_end);
+  // BackendSocket::Bind. On EADDRINUSE it first frees sockets whose app end has already
+  // closed (ReapHungUp) and tries once more, so that close() then bind() of the same port
+  // works as with kernel sockets.
+  int Bind(BackendSocket* s, const proto::SockAddr& addr, proto::SockAddr* bound);
+  // BackendSocket::Listen (EADDRINUSE handled as for Bind), keeping the lookup by channel
+  // identity (attach) in step: from now on the socket is found by its listener channel.
+  int Listen(BackendSocket* s, int backlog, UniqueFd* app_end);
+  // AcceptedSocketFactory: a new id, same client, domain and ring order as the listener.
+  absl::StatusOr<BackendSocket*> CreateAccepted(const BackendSocket& listener, UniqueFd host,
+                                                UniqueFd* app_end) override;
   // The live socket with this id, or nullptr.
   BackendSocket* Find(uint64_t id);
   // The live socket whose app channel end has this identity, or nullptr.
@@ -49,6 +59,11 @@ class SocketTable {
  private:
   void OnTimer();
   void ArmTimer(int ms);
+  // Runs the hang-up of every socket (but `keep`) whose app end is closed though the loop
+  // has not reported it yet: a kernel socket's close() frees its port at once, and the app
+  // may already be binding it again. Returns how many sockets went.
+  int ReapHungUp(uint64_t keep);
+  BackendSocket* Insert(std::unique_ptr<BackendSocket> sock);
 
   EventLoop* loop_;
   Stats* stats_;

@@ -43,6 +43,8 @@ constexpr Rule kRules[] = {
     {IPPROTO_TCP, TCP_LINGER2, OptAccess::kGetSet},
     {IPPROTO_TCP, TCP_SYNCNT, OptAccess::kGetSet},
     {IPPROTO_TCP, TCP_WINDOW_CLAMP, OptAccess::kGetSet},
+    {IPPROTO_TCP, TCP_DEFER_ACCEPT, OptAccess::kGetSet},
+    {IPPROTO_TCP, TCP_FASTOPEN, OptAccess::kGetSet},
     {IPPROTO_TCP, TCP_INFO, OptAccess::kGetOnly},
     // Setting it would let a client pick algorithms restricted to CAP_NET_ADMIN.
     {IPPROTO_TCP, TCP_CONGESTION, OptAccess::kGetOnly},

@@ -1,7 +1,10 @@
 #include "libintercept/control_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "libintercept/mutex_lock.h"
+#include "libintercept/own_fds.h"
 #include "shared/unix_io.h"
 
 namespace xsock::intercept {
@@ -54,6 +58,7 @@ uint64_t ControlClient::generation() {
 }
 
 void ControlClient::DropLocked(bool close_fd) {
+  if (fd_ >= 0) OwnFds::Remove(fd_);
   if (fd_ >= 0 && close_fd) sys_.close(fd_);
   fd_ = -1;
   fd_seen_.store(-1, std::memory_order_relaxed);
@@ -75,12 +80,37 @@ void ControlClient::ForgetIfInRange(unsigned first, unsigned last) {
 
 void ControlClient::AfterForkChild() {
   pthread_mutex_init(&mu_, nullptr);
-  // The descriptor is a copy of the parent's connection: never speak on it here.
-  DropLocked(/*close_fd=*/true);
+  // The descriptor is a copy of the parent's connection: never speak on it here. Close
+  // it only if it still is that connection (not a file of the application's).
+  DropLocked(/*close_fd=*/fd_ >= 0 && StillOursLocked());
+}
+
+bool ControlClient::StillOursLocked() const {
+  struct stat st;
+  return fstat(fd_, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev_ && st.st_ino == ino_;
+}
+
+int ControlClient::HighFdFloor() {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+  // At most 1024: the kernel grows a process's descriptor table to the next power of two
+  // above its highest number, and 1024 is what every process starts with.
+  const rlim_t cap = rl.rlim_cur < 1024 ? rl.rlim_cur : 1024;
+  // Below 128 the "high" number would crowd the application's own numbers.
+  return cap >= 128 ? static_cast<int>(cap) - 64 : -1;
+}
+
+absl::StatusOr<pid_t> ControlClient::ServerPid() {
+  MutexLock lock(&mu_);
+  if (absl::Status s = EnsureOpenLocked(); !s.ok()) return s;
+  return server_pid_;
 }
 
 absl::Status ControlClient::EnsureOpenLocked() {
   if (fd_ >= 0 && pid_ != getpid()) DropLocked(/*close_fd=*/true);  // forked without atfork
+  // Closed behind our back (a raw close, close_range or dup2 the hooks did not see): the
+  // number may now be the application's. Forget it, never close or write to it.
+  if (fd_ >= 0 && !StillOursLocked()) DropLocked(/*close_fd=*/false);
   if (fd_ >= 0) return absl::OkStatus();
 
   auto unreachable = [this](int e) {
@@ -92,13 +122,32 @@ absl::Status ControlClient::EnsureOpenLocked() {
   if (path_.empty() || path_.size() >= sizeof(addr.sun_path)) return unreachable(ENAMETOOLONG);
   std::memcpy(addr.sun_path, path_.data(), path_.size());
 
-  const int fd = sys_.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  int fd = sys_.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (fd < 0) return unreachable(errno);
   if (sys_.connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     const int e = errno;
     sys_.close(fd);
     return unreachable(e);
   }
+  if (const int floor = HighFdFloor(); floor > fd) {
+    // Best effort: with every number above the floor taken it stays where it is.
+    if (const int high = sys_.fcntl(fd, F_DUPFD_CLOEXEC, floor); high >= 0) {
+      sys_.close(fd);
+      fd = high;
+    }
+  }
+  struct stat st;
+  ucred cred = {};
+  socklen_t cred_len = sizeof(cred);
+  if (fstat(fd, &st) != 0 || sys_.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0) {
+    const int e = errno;
+    sys_.close(fd);
+    return unreachable(e);
+  }
+  dev_ = st.st_dev;
+  ino_ = st.st_ino;
+  server_pid_ = cred.pid;
+  OwnFds::Add(fd);
   fd_ = fd;
   fd_seen_.store(fd, std::memory_order_relaxed);
   pid_ = getpid();
@@ -146,8 +195,7 @@ absl::StatusOr<ControlClient::Response> ControlClient::ExchangeLocked(const prot
     return absl::DataLossError(absl::StrCat("bad reply: ", decoded.status().message()));
   }
   const proto::MsgType type = proto::TypeOf(decoded->msg);
-  const int32_t err = std::visit([](const auto& m) { return m.err; }, decoded->msg);
-  const size_t want_fds = err == 0 ? static_cast<size_t>(proto::FdsWithReply(type)) : 0;
+  const size_t want_fds = static_cast<size_t>(proto::FdsWithReply(decoded->msg));
   if (decoded->seq != seq || type != proto::TypeOf(req) || out.fds.size() != want_fds) {
     CloseAll(sys_, out.fds);
     return absl::DataLossError(absl::StrCat("reply ", proto::Name(type), " seq ", decoded->seq,

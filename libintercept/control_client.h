@@ -2,6 +2,15 @@
 // SOCK_SEQPACKET, strictly request -> reply, serialised by a mutex. Opened on first use
 // (the first routed connect), reopened after fork, after xsockd went away, or after the
 // application closed its descriptor behind our back.
+//
+// The descriptor is kept out of the application's way: it is moved to a high number
+// (programs that expect socket() or open() to return the lowest free numbers still get
+// them, and a number they pick for dup2 rarely collides), it is
+// registered in OwnFds so the close_range/closefrom hooks step around it, and before
+// every use it is checked to still be the socket we connected (st_dev/st_ino recorded at
+// connect): if the application closed it with a raw system call and the number now
+// holds one of its own files, the connection is forgotten and a new one opened, so no
+// protocol byte is ever written into the application's descriptor.
 #pragma once
 
 #include <pthread.h>
@@ -69,7 +78,18 @@ class ControlClient {
 
   const std::string& path() const { return path_; }
 
+  // The pid of the process at the other end of the connection (SO_PEERCRED, as seen from
+  // this process's pid namespace), opening it first if needed. Used to recognise
+  // channels xsockd made: their peer is the same process.
+  absl::StatusOr<pid_t> ServerPid();
+
+  // The lowest number the connection is moved to: min(RLIMIT_NOFILE, 1024) - 64, or no
+  // move (-1) when the limit is too small to leave room below it.
+  static int HighFdFloor();
+
  private:
+  // Whether fd_ still refers to the socket we connected.
+  bool StillOursLocked() const;
   absl::Status EnsureOpenLocked();
   absl::StatusOr<Response> ExchangeLocked(const proto::Request& req, std::span<const int> fds);
   void DropLocked(bool close_fd);
@@ -82,6 +102,9 @@ class ControlClient {
   pthread_mutex_t mu_;
   int fd_ = -1;
   std::atomic<int> fd_seen_{-1};
+  dev_t dev_ = 0;  // identity of fd_'s socket, recorded at connect
+  ino_t ino_ = 0;
+  pid_t server_pid_ = 0;
   pid_t pid_ = 0;
   uint32_t seq_ = 0;
   uint64_t generation_ = 0;

@@ -5,9 +5,11 @@
 #include <linux/sock_diag.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -160,6 +162,8 @@ void FrontSocket::Open(const Syscalls& sys, const Params& params, FrontSocketPoo
   read_shut_.store(false, std::memory_order_relaxed);
   write_shut_.store(false, std::memory_order_relaxed);
   error_reported_.store(false, std::memory_order_relaxed);
+  connect_reported_.store(false, std::memory_order_relaxed);
+  disconnected_.store(false, std::memory_order_relaxed);
   rcvtimeo_ms_.store(0, std::memory_order_relaxed);
   sndtimeo_ms_.store(0, std::memory_order_relaxed);
   InitRef();
@@ -202,11 +206,6 @@ void FrontSocket::SetTimeout(bool receive, const timeval& tv) {
 timeval FrontSocket::GetTimeout(bool receive) const {
   const int64_t ms = (receive ? rcvtimeo_ms_ : sndtimeo_ms_).load(std::memory_order_relaxed);
   return timeval{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
-}
-
-int64_t FrontSocket::Deadline(bool receive) const {
-  const int64_t ms = (receive ? rcvtimeo_ms_ : sndtimeo_ms_).load(std::memory_order_relaxed);
-  return ms == 0 ? -1 : NowMs() + ms;
 }
 
 int FrontSocket::WaitFor(int fd, short events, int64_t deadline_ms) {
@@ -260,6 +259,72 @@ Result FrontSocket::PipeError(int flags) {
   return Result::Err(EPIPE);
 }
 
+// ---- Waiting ---------------------------------------------------------------------------
+
+// The timeout of one blocking call (SO_RCVTIMEO / SO_SNDTIMEO), counted from its first
+// wait, as the kernel counts it.
+struct WaitClock {
+  int64_t timeout_ms = 0;  // 0: none
+  int64_t deadline = -1;   // set by the first Next()
+  bool started = false;
+
+  // The timeout for the next wait (0: none), or -1 if it has expired.
+  int64_t Next() {
+    if (timeout_ms == 0) return 0;
+    if (!started) {
+      started = true;
+      deadline = NowMs() + timeout_ms;
+      return timeout_ms;
+    }
+    const int64_t left = deadline - NowMs();
+    return left > 0 ? left : -1;
+  }
+};
+
+void FrontSocket::SyncChannelTimeout(int fd, bool receive, int64_t ms) {
+  std::atomic<int64_t>& applied = receive ? channel_rcvtimeo_ms_ : channel_sndtimeo_ms_;
+  if (applied.load(std::memory_order_relaxed) == ms) return;
+  const timeval tv = {static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  if (sys_->setsockopt(fd, SOL_SOCKET, receive ? SO_RCVTIMEO : SO_SNDTIMEO, &tv, sizeof(tv)) == 0) {
+    applied.store(ms, std::memory_order_relaxed);
+  }
+}
+
+int FrontSocket::WaitReadable(int fd, bool restartable, WaitClock& clock) {
+  const int64_t ms = clock.Next();
+  if (ms < 0) return 0;
+  if (!restartable) return WaitFor(fd, POLLIN, ms == 0 ? -1 : NowMs() + ms);
+  // A blocking 1-byte MSG_PEEK sleeps until xsockd queues a token (or shuts its end),
+  // and takes nothing. Being a socket call, a signal interrupts it exactly as it would
+  // interrupt recv() on a TCP socket: restarted by the kernel under SA_RESTART unless the
+  // socket has a receive timeout, EINTR otherwise; the timeout ends it with EAGAIN.
+  SyncChannelTimeout(fd, /*receive=*/true, ms);
+  char b;
+  iovec iov = {&b, 1};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  const ssize_t n = sys_->recvmsg(fd, &msg, MSG_PEEK);
+  if (n > 0) return POLLIN;
+  if (n == 0) return POLLIN | POLLHUP;  // xsockd shut its end: the caller looks at why
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+  return -errno;
+}
+
+int FrontSocket::WaitWritable(int fd, bool restartable, WaitClock& clock) {
+  const int64_t ms = clock.Next();
+  if (ms < 0) return 0;
+  if (!restartable) return WaitFor(fd, POLLOUT, ms == 0 ? -1 : NowMs() + ms);
+  // The channel is stuffed: a blocking send of one wake byte sleeps until xsockd drains
+  // it (which it does once `out` has room), with the kernel's SA_RESTART and SO_SNDTIMEO
+  // handling of a socket send. The byte itself is one more wake-up for xsockd, harmless.
+  SyncChannelTimeout(fd, /*receive=*/false, ms);
+  if (SendBytes(fd, &kWakeByte, 1, 0) == 1) return POLLOUT;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+  if (errno == EPIPE || errno == ECONNRESET) return POLLHUP;  // xsockd is gone
+  return -errno;
+}
+
 // ---- Reading -------------------------------------------------------------------------
 
 Result FrontSocket::Recv(int fd, const iovec* iov, int iovcnt, int flags) {
@@ -267,12 +332,60 @@ Result FrontSocket::Recv(int fd, const iovec* iov, int iovcnt, int flags) {
   if (total < 0) return Result::Err(EINVAL);
   if (flags & MSG_OOB) return Result::Err(EINVAL);  // no urgent data, ever
   if (flags & MSG_ERRQUEUE) return Result::Err(EAGAIN);
-  if (read_shut_.load(std::memory_order_acquire)) return Result::Ok(0);
-  if (state() == SocketState::kIdle) return Result::Err(ENOTCONN);
-  if (total == 0) return Result::Ok(0);
+  // After shutdown(SHUT_RD) TCP still hands out what is queued, then 0; it never waits.
+  const bool read_shut = read_shut_.load(std::memory_order_acquire);
+  if (read_shut) flags |= MSG_DONTWAIT;
+  if (state() == SocketState::kIdle || disconnected_.load(std::memory_order_relaxed)) {
+    return Result::Err(ENOTCONN);
+  }
+  if (total == 0) return RecvNothing(fd, flags);
   PageLock lock(&page_->read_lock);
   if (const int e = lock.Lock(); e != 0) return Result::Err(e);
-  return RecvLocked(lock, fd, iov, iovcnt, static_cast<size_t>(total), flags);
+  const Result got = RecvLocked(lock, fd, static_cast<size_t>(total), flags,
+                                [&](const ring::Regions& r, size_t done) -> ssize_t {
+                                  // MSG_TRUNC on TCP: the bytes are consumed, not copied.
+                                  if (!(flags & MSG_TRUNC)) {
+                                    IovCursor dst(iov, iovcnt, done);
+                                    for (int i = 0; i < r.count; ++i) {
+                                      dst.CopyOut(r.iov[i].iov_base, r.iov[i].iov_len);
+                                    }
+                                  }
+                                  return r.bytes;
+                                });
+  return read_shut && got.error() == EAGAIN ? Result::Ok(0) : got;
+}
+
+Result FrontSocket::RecvNothing(int fd, int flags) {
+  // tcp_recvmsg() with len 0: 0 once data (or EOF) is there, the pending error if one
+  // is, EAGAIN if nonblocking; a blocking one waits for data.
+  WaitClock clock{rcvtimeo_ms_.load(std::memory_order_relaxed)};
+  for (;;) {
+    const int32_t err = in_.error->load(std::memory_order_acquire);
+    if (ReadableBytes() > 0) return Result::Ok(0);
+    if (err != 0) {
+      const int e = err < 0 ? TakePendingError() : 0;
+      return e != 0 ? Result::Err(e) : Result::Ok(0);
+    }
+    if (NonBlocking(fd, flags)) {
+      return read_shut_.load(std::memory_order_relaxed) ? Result::Ok(0) : Result::Err(EAGAIN);
+    }
+    const int w = WaitReadable(fd, /*restartable=*/true, clock);
+    if (w == 0) return Result::Err(EAGAIN);
+    if (w < 0) return Result::Err(-w);
+    if (ReadableBytes() > 0 || in_.error->load(std::memory_order_acquire) != 0) continue;
+    if (w & POLLHUP) return Result::Err(ECONNRESET);  // xsockd is gone
+    // A token without bytes: a reader is settling it, or it is stray. Settle it under
+    // the lock so this loop cannot spin on it.
+    PageLock lock(&page_->read_lock);
+    if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+    if (ReadableBytes() == 0) {
+      if (page_->in_token.load(std::memory_order_seq_cst) == 0) {
+        if (ProbeChannel(*sys_, fd) == 1) RecvToken(fd);
+      } else {
+        SettleTokenOnEmpty(fd);
+      }
+    }
+  }
 }
 
 bool FrontSocket::SettleTokenOnEmpty(int fd) {
@@ -314,26 +427,36 @@ void FrontSocket::RecvToken(int fd) {
   }
 }
 
-Result FrontSocket::RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
-                               int flags) {
+template <class Deliver>
+Result FrontSocket::RecvLocked(PageLock& lock, int fd, size_t total, int flags,
+                               Deliver&& deliver) {
   size_t got = 0;
-  int64_t deadline = -2;  // computed on the first wait
+  WaitClock clock{rcvtimeo_ms_.load(std::memory_order_relaxed)};
   for (;;) {
     ring::Consumer c(in_);
     const ring::Regions r = c.Peek(Clamp32(total - got));
     if (r.corrupt) return got > 0 ? Result::Ok(got) : Result::Err(ECONNRESET);
     if (r.bytes > 0) {
-      if (!(flags & MSG_TRUNC)) {
-        IovCursor dst(iov, iovcnt, got);
-        for (int i = 0; i < r.count; ++i) dst.CopyOut(r.iov[i].iov_base, r.iov[i].iov_len);
+      const ssize_t taken = deliver(r, got);
+      if (taken < 0) return got > 0 ? Result::Ok(got) : Result::Err(static_cast<int>(-taken));
+      if (flags & MSG_PEEK) {
+        // TCP's MSG_PEEK | MSG_WAITALL waits until the whole length can be peeked.
+        if (!(flags & MSG_WAITALL) || static_cast<size_t>(taken) >= total) {
+          return Result::Ok(taken);
+        }
+        const Result more = AwaitMoreToPeek(lock, fd, static_cast<size_t>(taken), flags, clock);
+        if (!more.ok() || more.value() > 0) return more;
+        continue;
       }
-      if (flags & MSG_PEEK) return Result::Ok(got + r.bytes);
-      c.Release(r.bytes);
-      got += r.bytes;
-      // Release of cons, then the flag: pairs with xsockd's "in_room_wanted = 1; fence;
-      // re-check room". Either it sees the room or we see its flag.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (page_->in_room_wanted.exchange(0, std::memory_order_seq_cst) == 1) Wake(fd);
+      if (taken > 0) {
+        c.Release(static_cast<uint32_t>(taken));
+        got += static_cast<size_t>(taken);
+        // Release of cons, then the flag: pairs with xsockd's "in_room_wanted = 1; fence;
+        // re-check room". Either it sees the room or we see its flag.
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (page_->in_room_wanted.exchange(0, std::memory_order_seq_cst) == 1) Wake(fd);
+      }
+      if (taken == 0) return got > 0 ? Result::Ok(got) : Result::Err(EAGAIN);  // sink full
       if (got < total) continue;
       if (ReadableBytes() == 0) SettleTokenOnEmpty(fd);
       return Result::Ok(got);
@@ -366,21 +489,47 @@ Result FrontSocket::RecvLocked(PageLock& lock, int fd, const iovec* iov, int iov
       continue;
     }
     if (NonBlocking(fd, flags)) return got > 0 ? Result::Ok(got) : Result::Err(EAGAIN);
-    if (deadline == -2) deadline = Deadline(/*receive=*/true);
     lock.Unlock();
-    const int w = WaitFor(fd, POLLIN, deadline);
-    if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+    // Nothing read yet: the kernel's restart rules apply. After a partial MSG_WAITALL
+    // read, any handled signal ends the call with the count, as in tcp_recvmsg().
+    const int w = WaitReadable(fd, /*restartable=*/got == 0, clock);
+    if (const int e = lock.Lock(); e != 0) return got > 0 ? Result::Ok(got) : Result::Err(e);
     if (w == 0) return got > 0 ? Result::Ok(got) : Result::Err(EAGAIN);  // SO_RCVTIMEO
     if (w < 0) return got > 0 ? Result::Ok(got) : Result::Err(-w);       // EINTR, EBADF
   }
 }
 
+Result FrontSocket::AwaitMoreToPeek(PageLock& lock, int fd, size_t peeked, int flags,
+                                    WaitClock& clock) {
+  // End of stream or an error after the data: the kernel returns what is there.
+  if (in_.error->load(std::memory_order_acquire) != 0) {
+    return ReadableBytes() > peeked ? Result::Ok(0) : Result::Ok(peeked);
+  }
+  if (NonBlocking(fd, flags)) return Result::Ok(peeked);
+  // The token stays queued while the ring holds bytes, so the channel cannot tell us
+  // about more. Take it: with in_token at 0, xsockd's next bytes queue a new one.
+  if (page_->in_token.exchange(0, std::memory_order_seq_cst) == 1) RecvToken(fd);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  int w = POLLIN;
+  if (ReadableBytes() <= peeked && in_.error->load(std::memory_order_acquire) == 0) {
+    lock.Unlock();
+    // Bytes were found: any handled signal ends the call with them (tcp_recvmsg()).
+    w = WaitReadable(fd, /*restartable=*/false, clock);
+    if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+  }
+  if (page_->in_token.load(std::memory_order_seq_cst) == 0 && ReadableBytes() != 0) {
+    // Bytes are in the ring but no token is queued (we took it and nothing new came, or
+    // it is still on its way): ask xsockd to queue one, as it re-checks on every wake.
+    Wake(fd);
+  }
+  if (w > 0) return Result::Ok(0);  // look again
+  if (w == 0) return Result::Ok(peeked);  // SO_RCVTIMEO
+  return w == -EINTR ? Result::Ok(peeked) : Result::Err(-w);
+}
+
 // ---- Writing -------------------------------------------------------------------------
 
-Result FrontSocket::Send(int fd, const iovec* iov, int iovcnt, int flags) {
-  const ssize_t total = IovTotal(iov, iovcnt);
-  if (total < 0) return Result::Err(EINVAL);
-  if (flags & MSG_OOB) return Result::Err(EOPNOTSUPP);
+Result FrontSocket::StartSend(int fd, int flags) {
   if (write_shut_.load(std::memory_order_acquire)) return PipeError(flags);
   SocketState st = state();
   if (st == SocketState::kConnecting) {
@@ -393,10 +542,25 @@ Result FrontSocket::Send(int fd, const iovec* iov, int iovcnt, int flags) {
     const int e = TakePendingError();
     return e != 0 && e != EPIPE ? Result::Err(e) : PipeError(flags);
   }
+  return Result::Ok(0);
+}
+
+Result FrontSocket::Send(int fd, const iovec* iov, int iovcnt, int flags) {
+  const ssize_t total = IovTotal(iov, iovcnt);
+  if (total < 0) return Result::Err(EINVAL);
+  if (flags & MSG_OOB) return Result::Err(EOPNOTSUPP);
+  if (Result r = StartSend(fd, flags); !r.ok()) return r;
   if (total == 0) return Result::Ok(0);
   PageLock lock(&page_->write_lock);
   if (const int e = lock.Lock(); e != 0) return Result::Err(e);
-  return SendLocked(lock, fd, iov, iovcnt, static_cast<size_t>(total), flags);
+  return SendLocked(lock, fd, static_cast<size_t>(total), flags,
+                    [&](const ring::Regions& r, size_t sent) -> ssize_t {
+                      IovCursor src(iov, iovcnt, sent);
+                      for (int i = 0; i < r.count; ++i) {
+                        src.CopyIn(r.iov[i].iov_base, r.iov[i].iov_len);
+                      }
+                      return r.bytes;
+                    });
 }
 
 Result FrontSocket::AwaitConnect(int fd, bool nonblocking) {
@@ -408,10 +572,10 @@ Result FrontSocket::AwaitConnect(int fd, bool nonblocking) {
   return Result::Err(r.error() == EINPROGRESS ? EAGAIN : r.error());  // timeout, EINTR
 }
 
-Result FrontSocket::SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total,
-                               int flags) {
+template <class Fill>
+Result FrontSocket::SendLocked(PageLock& lock, int fd, size_t total, int flags, Fill&& fill) {
   size_t sent = 0;
-  int64_t deadline = -2;
+  WaitClock clock{sndtimeo_ms_.load(std::memory_order_relaxed)};
   for (;;) {
     if (out_.error->load(std::memory_order_acquire) != 0) {
       if (sent > 0) return Result::Ok(sent);
@@ -422,17 +586,20 @@ Result FrontSocket::SendLocked(PageLock& lock, int fd, const iovec* iov, int iov
     const ring::Regions r = p.Reserve(Clamp32(total - sent));
     if (r.corrupt) return sent > 0 ? Result::Ok(sent) : Result::Err(ECONNRESET);
     if (r.bytes > 0) {
-      IovCursor src(iov, iovcnt, sent);
-      for (int i = 0; i < r.count; ++i) src.CopyIn(r.iov[i].iov_base, r.iov[i].iov_len);
-      p.Commit(r.bytes);
-      sent += r.bytes;
-      // Publish, fence, then the flag: pairs with xsockd's "out_data_wanted = 1; fence;
-      // re-check out".
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (page_->out_data_wanted.exchange(0, std::memory_order_seq_cst) == 1) {
-        if (!Wake(fd).ok()) return PipeError(flags);  // xsockd is gone
+      const ssize_t filled = fill(r, sent);
+      if (filled < 0) return sent > 0 ? Result::Ok(sent) : Result::Err(static_cast<int>(-filled));
+      if (filled > 0) {
+        p.Commit(static_cast<uint32_t>(filled));
+        sent += static_cast<size_t>(filled);
+        // Publish, fence, then the flag: pairs with xsockd's "out_data_wanted = 1; fence;
+        // re-check out".
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (page_->out_data_wanted.exchange(0, std::memory_order_seq_cst) == 1) {
+          if (!Wake(fd).ok()) return PipeError(flags);  // xsockd is gone
+        }
       }
-      if (sent == total) return Result::Ok(sent);
+      // All of it, or the source ran dry (splice).
+      if (sent == total || static_cast<uint32_t>(filled) < r.bytes) return Result::Ok(sent);
       continue;
     }
     // `out` is full: make the descriptor unwritable until xsockd drains the channel,
@@ -441,10 +608,11 @@ Result FrontSocket::SendLocked(PageLock& lock, int fd, const iovec* iov, int iov
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (ring::Producer(out_).Reserve(1).bytes > 0) continue;
     if (NonBlocking(fd, flags)) return sent > 0 ? Result::Ok(sent) : Result::Err(EAGAIN);
-    if (deadline == -2) deadline = Deadline(/*receive=*/false);
     lock.Unlock();
-    const int w = WaitFor(fd, POLLOUT, deadline);
-    if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+    // Nothing sent yet: the kernel's restart rules apply. After a partial send, any
+    // handled signal ends the call with the count, as in tcp_sendmsg().
+    const int w = WaitWritable(fd, /*restartable=*/sent == 0, clock);
+    if (const int e = lock.Lock(); e != 0) return sent > 0 ? Result::Ok(sent) : Result::Err(e);
     if (w == 0) return sent > 0 ? Result::Ok(sent) : Result::Err(EAGAIN);  // SO_SNDTIMEO
     if (w < 0) return sent > 0 ? Result::Ok(sent) : Result::Err(-w);
   }
@@ -495,14 +663,17 @@ Result FrontSocket::Wake(int fd) {
 // ---- Connecting ----------------------------------------------------------------------
 
 Result FrontSocket::WaitWhileConnecting(int fd) {
-  const int64_t deadline = Deadline(/*receive=*/false);
+  // Restartable, as the kernel's inet_wait_for_connect(): under SA_RESTART the restarted
+  // connect() keeps waiting; SO_SNDTIMEO expiry is EINPROGRESS.
+  WaitClock clock{sndtimeo_ms_.load(std::memory_order_relaxed)};
   while (state() == SocketState::kConnecting) {
-    const int w = WaitFor(fd, POLLOUT, deadline);
+    const int w = WaitWritable(fd, /*restartable=*/true, clock);
     if (w == 0) return Result::Err(EINPROGRESS);  // SO_SNDTIMEO, as the kernel reports it
     if (w < 0) return Result::Err(-w);
     if (state() != SocketState::kConnecting) break;
     if (w & (POLLHUP | POLLERR)) return Result::Err(ECONNREFUSED);  // xsockd went away
-    // Writable while still connecting: the channel was not stuffed. Do not spin.
+    // Writable while still connecting: the channel was not stuffed (each pass queues a
+    // byte, so this ends once it is). Do not spin.
     sys_->poll(nullptr, 0, 1);
   }
   return Result::Ok(0);
@@ -512,15 +683,91 @@ Result FrontSocket::WaitConnected(int fd) {
   if (Result r = WaitWhileConnecting(fd); !r.ok()) return r;
   switch (state()) {
     case SocketState::kConnected:
+    case SocketState::kClosed:
+      // kClosed is only reached from kConnected: the connect succeeded and the connection
+      // ended since (a reset right after the handshake). The kernel's connect returns 0
+      // then, and the next call reports the error.
+      connect_reported_.store(true, std::memory_order_relaxed);
       return Result::Ok(0);
-    case SocketState::kFailed:
-    case SocketState::kClosed: {
+    case SocketState::kFailed: {
       const int e = TakePendingError();
+      disconnected_.store(true, std::memory_order_relaxed);
       return Result::Err(e != 0 ? e : ECONNREFUSED);
     }
     default:
       return Result::Err(ECONNREFUSED);
   }
+}
+
+// ---- splice ----------------------------------------------------------------------------
+
+namespace {
+
+// The first n bytes of some regions.
+ring::Regions Clip(const ring::Regions& r, size_t n) {
+  ring::Regions c;
+  for (int i = 0; i < r.count && n > 0; ++i) {
+    const size_t take = std::min(n, r.iov[i].iov_len);
+    c.iov[c.count++] = {r.iov[i].iov_base, take};
+    c.bytes += static_cast<uint32_t>(take);
+    n -= take;
+  }
+  return c;
+}
+
+}  // namespace
+
+// Pipe reads and writes below are libc's: in libxsock.so they pass through the hooks'
+// fast path (a pipe is never routed).
+Result FrontSocket::SpliceFromPipe(int fd, int pipe, size_t len, bool pipe_nonblocking) {
+  if (Result r = StartSend(fd, 0); !r.ok()) return r;
+  PageLock lock(&page_->write_lock);
+  if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+  return SendLocked(lock, fd, len, 0, [&](const ring::Regions& r, size_t sent) -> ssize_t {
+    int avail = 0;
+    if (ioctl(pipe, FIONREAD, &avail) != 0) return -errno;
+    if (avail > 0) {
+      const ring::Regions c = Clip(r, static_cast<size_t>(avail));
+      const ssize_t n = readv(pipe, c.iov, c.count);
+      return n < 0 ? -errno : n;
+    }
+    if (sent > 0) return 0;  // moved what the pipe held
+    if (pipe_nonblocking) {
+      // An empty pipe without writers is the end of its stream (0), as in the kernel.
+      pollfd p = {pipe, POLLIN, 0};
+      if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) && !(p.revents & POLLIN)) return 0;
+      return -EAGAIN;
+    }
+    // Sleeps in pipe_read() until bytes or EOF: restartable, as the kernel's own wait
+    // for pipe data is. (The ring room is reserved meanwhile; other writers of this
+    // socket wait for the lock, as they would for a kernel splice's socket lock.)
+    const ssize_t n = readv(pipe, r.iov, r.count);
+    return n < 0 ? -errno : n;
+  });
+}
+
+Result FrontSocket::SpliceToPipe(int fd, int pipe, size_t len, bool pipe_nonblocking) {
+  if (read_shut_.load(std::memory_order_acquire)) return Result::Ok(0);
+  if (state() == SocketState::kIdle) return Result::Err(ENOTCONN);
+  PageLock lock(&page_->read_lock);
+  if (const int e = lock.Lock(); e != 0) return Result::Err(e);
+  return RecvLocked(lock, fd, len, 0, [&](const ring::Regions& r, size_t got) -> ssize_t {
+    pollfd p = {pipe, POLLOUT, 0};
+    if (poll(&p, 1, 0) < 0) return -errno;
+    if (!(p.revents & (POLLOUT | POLLERR))) {
+      if (got > 0) return 0;  // the pipe is full: return what moved
+      if (pipe_nonblocking) return -EAGAIN;
+      // One byte, written blocking: sleeps in pipe_write() until there is room,
+      // restartable as the kernel's wait for pipe space is.
+      const ssize_t n = write(pipe, r.iov[0].iov_base, 1);
+      return n < 0 ? -errno : n;
+    }
+    // At most PIPE_BUF into a pipe with a free slot never blocks. A pipe without readers
+    // fails with EPIPE and raises SIGPIPE, as the kernel's splice does.
+    const ring::Regions c = Clip(r, PIPE_BUF);
+    const ssize_t n = writev(pipe, c.iov, c.count);
+    return n < 0 ? -errno : n;
+  });
 }
 
 // ---- Pool ----------------------------------------------------------------------------

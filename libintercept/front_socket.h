@@ -22,6 +22,7 @@ namespace xsock::intercept {
 
 class FrontSocketPool;
 class PageLock;
+struct WaitClock;
 
 class FrontSocket final : public RefCounted {
  public:
@@ -40,10 +41,19 @@ class FrontSocket final : public RefCounted {
   // reference the socket unmaps its memory and returns to `pool`.
   void Open(const Syscalls& sys, const Params& params, FrontSocketPool* pool);
 
-  // read/recv family. flags: MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_TRUNC.
+  // read/recv family. flags: MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_TRUNC (TCP's:
+  // discard, return the length); others are ignored, MSG_OOB refused.
   Result Recv(int fd, const iovec* iov, int iovcnt, int flags);
-  // write/send family. flags: MSG_DONTWAIT, MSG_NOSIGNAL (others ignored, MSG_OOB refused).
+  // write/send family. flags: MSG_DONTWAIT, MSG_NOSIGNAL (MSG_MORE and others ignored,
+  // MSG_OOB refused).
   Result Send(int fd, const iovec* iov, int iovcnt, int flags);
+  // splice() halves: up to `len` bytes from the pipe `pipe` into the socket, and from the
+  // socket into `pipe`, straight between the pipe and the ring (no bytes are ever taken
+  // from one side that the other did not accept). The socket side blocks as its
+  // O_NONBLOCK says, the pipe side unless pipe_nonblocking (SPLICE_F_NONBLOCK or the
+  // pipe's O_NONBLOCK), as the kernel's splice does.
+  Result SpliceFromPipe(int fd, int pipe, size_t len, bool pipe_nonblocking);
+  Result SpliceToPipe(int fd, int pipe, size_t len, bool pipe_nonblocking);
 
   // FIONREAD / SIOCINQ and SIOCOUTQ.
   uint32_t ReadableBytes() const;
@@ -56,11 +66,18 @@ class FrontSocket final : public RefCounted {
   // EINPROGRESS when SO_SNDTIMEO expires (as the kernel does).
   Result WaitConnected(int fd);
 
+  // connect() again on a socket whose connect finished: the kernel answers 0 once (that
+  // is how a nonblocking connect's completion is reported), EISCONN from then on. Returns
+  // whether it was reported already, and marks it reported. A blocking connect that
+  // returned 0 through WaitConnected() counts as reported.
+  bool ExchangeConnectReported() { return connect_reported_.exchange(true); }
+
   SocketState state() const;
   // SO_ERROR: the pending error (positive errno), cleared by reading it.
   int TakeSoError();
 
-  // shutdown(): SHUT_RD makes reads return EOF, SHUT_WR makes writes fail with EPIPE.
+  // shutdown(): SHUT_RD makes reads return what is queued, then EOF, without waiting;
+  // SHUT_WR makes writes fail with EPIPE.
   void ShutdownLocal(int how);
 
   // SO_RCVTIMEO / SO_SNDTIMEO, kept locally (they govern waits that happen here).
@@ -80,8 +97,20 @@ class FrontSocket final : public RefCounted {
   ~FrontSocket() = default;
   void LastUnref() noexcept override;
 
-  Result RecvLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total, int flags);
-  Result SendLocked(PageLock& lock, int fd, const iovec* iov, int iovcnt, size_t total, int flags);
+  // The loops behind Recv/Send and the splice halves. `deliver(regions, done)` takes
+  // bytes out of the `in` ring's regions and returns how many it took (fewer: the sink is
+  // full) or -errno; `fill(regions, done)` puts bytes into the `out` ring's regions and
+  // returns how many (fewer: the source is exhausted) or -errno.
+  template <class Deliver>
+  Result RecvLocked(PageLock& lock, int fd, size_t total, int flags, Deliver&& deliver);
+  template <class Fill>
+  Result SendLocked(PageLock& lock, int fd, size_t total, int flags, Fill&& fill);
+  Result StartSend(int fd, int flags);
+  // A zero-length read, with TCP's answers.
+  Result RecvNothing(int fd, int flags);
+  // MSG_PEEK | MSG_WAITALL found `peeked` < wanted bytes: waits for more. Ok(0): look
+  // again; else what the call returns.
+  Result AwaitMoreToPeek(PageLock& lock, int fd, size_t peeked, int flags, WaitClock& clock);
   // After the ring was seen empty: consumes the readiness token if one is owed. Returns
   // true if bytes turned out to have arrived meanwhile (look at the ring again).
   bool SettleTokenOnEmpty(int fd);
@@ -97,7 +126,16 @@ class FrontSocket final : public RefCounted {
   bool NonBlocking(int fd, int flags) const;
   // 1: readable/writable (or hung up), 0: timeout, <0: -errno (EINTR, EBADF).
   int WaitFor(int fd, short events, int64_t deadline_ms);
-  int64_t Deadline(bool receive) const;
+  // The waits of a blocking call (docs/channel.md, "Blocking calls, signals and
+  // timeouts"). `restartable` (nothing transferred yet): the wait is a blocking socket
+  // call on the channel itself, so the kernel applies SA_RESTART and the timeout exactly
+  // as it does for a TCP socket; otherwise poll(), which any handled signal interrupts
+  // (the call then returns its partial count, as the kernel's does). Return POLLIN /
+  // POLLOUT (ready), POLLHUP (xsockd is gone), 0 (timeout) or -errno.
+  int WaitReadable(int fd, bool restartable, WaitClock& clock);
+  int WaitWritable(int fd, bool restartable, WaitClock& clock);
+  // Puts SO_RCVTIMEO / SO_SNDTIMEO of the channel at `ms` (0: none) unless it is there.
+  void SyncChannelTimeout(int fd, bool receive, int64_t ms);
   ssize_t SendBytes(int fd, const void* p, size_t n, int flags);
 
   const Syscalls* sys_ = nullptr;
@@ -114,8 +152,15 @@ class FrontSocket final : public RefCounted {
   std::atomic<bool> read_shut_{false};
   std::atomic<bool> write_shut_{false};
   std::atomic<bool> error_reported_{false};
+  std::atomic<bool> connect_reported_{false};
+  // A blocking connect failed and said so: the kernel's tcp_disconnect() follows, and
+  // reads fail with ENOTCONN (a nonblocking one's socket keeps reading EOF).
+  std::atomic<bool> disconnected_{false};
   std::atomic<int64_t> rcvtimeo_ms_{0};
   std::atomic<int64_t> sndtimeo_ms_{0};
+  // What the channel's own SO_RCVTIMEO / SO_SNDTIMEO were last set to (-1: unknown).
+  std::atomic<int64_t> channel_rcvtimeo_ms_{-1};
+  std::atomic<int64_t> channel_sndtimeo_ms_{-1};
 };
 
 // Type-stable storage for FrontSocket: objects are recycled, never freed, so a

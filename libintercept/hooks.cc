@@ -20,9 +20,11 @@
 
 #include <cstdarg>
 #include <string>
+#include <string_view>
 
 #include "libintercept/fd_table.h"
 #include "libintercept/front_socket.h"
+#include "libintercept/hooks_internal.h"
 #include "libintercept/interceptor.h"
 #include "libintercept/real_calls.h"
 #include "libintercept/routed_io.h"
@@ -117,12 +119,30 @@ auto Guard(F&& f) noexcept -> decltype(f()) {
   return f();
 }
 
+// A listening socket has no data path: the hooks answer data calls on it as the kernel's
+// TCP does (recv: ENOTCONN; send: EPIPE), so they never reach the rings. Everything
+// else (options, names, shutdown) goes to the core.
+constexpr bool IsDataCall(std::string_view name) {
+  return name != "getsockopt" && name != "setsockopt" && name != "getsockname" &&
+         name != "getpeername" && name != "shutdown";
+}
+constexpr bool IsReceiveCall(std::string_view name) {
+  return name.starts_with("read") || name.starts_with("recv") || name.starts_with("__read") ||
+         name.starts_with("__recv");
+}
+inline Result OnListener(bool receive) { return Result::Err(receive ? ENOTCONN : EPIPE); }
+
 // ---- Generated: one call on one descriptor ----
 
 #define XSOCK_FD_HOOK(ret, name, params, args, sys, routed)             \
   extern "C" XSOCK_EXPORT ret name params XSOCK_SAME_SPEC(name, args) { \
     if (FdRef ref = Table().Find(fd)) {                                 \
       FrontSocket& s = *ref.as<FrontSocket>();                          \
+      if constexpr (IsDataCall(#name)) {                                \
+        if (s.state() == SocketState::kListening) {                     \
+          return ToLibc<ret>(OnListener(IsReceiveCall(#name)));         \
+        }                                                               \
+      }                                                                 \
       return Guard([&] { return ToLibc<ret>(routed); });                \
     }                                                                   \
     return XSOCK_REAL(name) args;                                       \
@@ -165,6 +185,50 @@ extern "C" XSOCK_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len)
   return ToLibc<int>(Guard([&] { return Core().Connect(fd, addr, len); }));
 }
 
+extern "C" XSOCK_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len)
+    XSOCK_SAME_SPEC(bind, (fd, addr, len)) {
+  const bool inet = addr != nullptr && len >= static_cast<socklen_t>(sizeof(sa_family_t)) &&
+                    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
+  if (!inet && !Table().Contains(fd)) return XSOCK_REAL(bind)(fd, addr, len);
+  return ToLibc<int>(Guard([&] { return Core().Bind(fd, addr, len); }));
+}
+
+extern "C" XSOCK_EXPORT int listen(int fd, int backlog) XSOCK_SAME_SPEC(listen, (fd, backlog)) {
+  if (FdRef ref = Table().Find(fd)) {
+    return ToLibc<int>(Guard([&] { return Core().Listen(*ref.as<FrontSocket>(), fd, backlog); }));
+  }
+  return XSOCK_REAL(listen)(fd, backlog);
+}
+
+namespace {
+int Accept(int fd, sockaddr* addr, socklen_t* len, int flags, bool is_accept4) noexcept {
+  if (FdRef ref = Table().Find(fd)) {
+    FrontSocket& s = *ref.as<FrontSocket>();
+    if (s.state() != SocketState::kListening) {
+      errno = EINVAL;  // as accept() on a TCP socket that is not listening
+      return -1;
+    }
+    return ToLibc<int>(Guard([&] { return Core().Accept(s, fd, addr, len, flags); }));
+  }
+  const int r = is_accept4 ? XSOCK_REAL(accept4)(fd, addr, len, flags)
+                           : XSOCK_REAL(accept)(fd, addr, len);
+  if (r >= 0) {
+    if (Interceptor* core = CoreIfCreated()) Guard([&] { core->AfterNewDescriptor(r); });
+  }
+  return r;
+}
+}  // namespace
+
+extern "C" XSOCK_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len)
+    XSOCK_SAME_SPEC(accept, (fd, addr, len)) {
+  return Accept(fd, addr, len, 0, /*is_accept4=*/false);
+}
+
+extern "C" XSOCK_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags)
+    XSOCK_SAME_SPEC(accept4, (fd, addr, len, flags)) {
+  return Accept(fd, addr, len, flags, /*is_accept4=*/true);
+}
+
 extern "C" XSOCK_EXPORT int close(int fd) XSOCK_SAME_SPEC(close, (fd)) {
   if (Interceptor* core = CoreIfCreated())
     return ToLibc<int>(Guard([&] { return core->Close(fd); }));
@@ -188,17 +252,7 @@ extern "C" XSOCK_EXPORT int dup3(int fd, int newfd, int flags)
   return Dup2(fd, newfd, flags, true);
 }
 
-extern "C" XSOCK_EXPORT int close_range(unsigned first, unsigned last, int flags)
-    XSOCK_SAME_SPEC(close_range, (first, last, flags)) {
-  Interceptor* core = CoreIfCreated();
-  // Forget before closing (the numbers are free for reuse the moment they close), but
-  // only when the call cannot fail on its arguments.
-  const int known = CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC;
-  if (core != nullptr && first <= last && (flags & ~known) == 0) {
-    Guard([&] { core->BeforeCloseRange(first, last, flags); });
-  }
-  return XSOCK_REAL(close_range)(first, last, flags);
-}
+// close_range, closefrom, exec*, posix_spawn*, recvmsg: hooks_process.cc.
 
 extern "C" XSOCK_EXPORT int fcntl(int fd, int cmd, ...) XSOCK_SAME_SPEC(fcntl, (fd, cmd)) {
   va_list ap;
@@ -229,5 +283,10 @@ extern "C" XSOCK_EXPORT int ioctl(int fd, unsigned long request, ...)
   }
   return XSOCK_REAL(ioctl)(fd, request, arg);
 }
+
+// For the hooks in other files (hooks_internal.h).
+FdTable& HookTable() { return Table(); }
+Interceptor& HookCore() { return Core(); }
+Interceptor* HookCoreIfCreated() { return CoreIfCreated(); }
 
 }  // namespace xsock::intercept

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "libintercept/listener.h"
 #include "shared/socket_page.h"
 
 namespace xsock::intercept {
@@ -84,7 +85,7 @@ void Interceptor::LogUnreachableOnce(absl::string_view why) {
 // ---- connect -------------------------------------------------------------------------
 
 Result Interceptor::Connect(int fd, const sockaddr* addr, socklen_t len) {
-  if (FdRef ref = table_.Find(fd)) return ConnectRouted(*ref.as<FrontSocket>(), fd);
+  if (FdRef ref = table_.Find(fd)) return ConnectRouted(*ref.as<FrontSocket>(), fd, addr, len);
   if (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr)) {
     epoll_.Take(fd);  // decided: the kernel socket stays
     return Result::FromLibc(sys_.connect(fd, addr, len));
@@ -92,18 +93,32 @@ Result Interceptor::Connect(int fd, const sockaddr* addr, socklen_t len) {
   return Route(fd, addr, len);
 }
 
-Result Interceptor::ConnectRouted(FrontSocket& s, int fd) {
+Result Interceptor::ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr,
+                                  socklen_t len) {
   // connect() again on a socket that is already routed: the kernel's answers.
   switch (s.state()) {
+    case SocketState::kIdle: {
+      // Bound through xsockd, not connected yet: connect from the same host socket.
+      if (addr == nullptr) return Result::Err(EFAULT);
+      auto dest = proto::FromSockaddr(addr, len);
+      if (!dest.ok()) return Result::Err(len < sizeof(sa_family_t) ? EINVAL : EAFNOSUPPORT);
+      epoll_.Take(fd);  // no swap left to carry registrations over
+      if (const Result r = s.Stuff(fd); !r.ok()) return Result::Err(ECONNREFUSED);
+      return ConnectIdle(s, fd, *dest);
+    }
     case SocketState::kConnecting: {
       const int fl = sys_.fcntl(fd, F_GETFL);
       if (fl < 0 || (fl & O_NONBLOCK)) return Result::Err(EALREADY);
-      return s.WaitConnected(fd);
+      const Result done = s.WaitConnected(fd);
+      if (done.ok()) s.ExchangeConnectReported();
+      return done;
     }
     case SocketState::kConnected:
+      // The kernel answers 0 once (how a nonblocking connect's completion is reported),
+      // EISCONN after.
+      return s.ExchangeConnectReported() ? Result::Err(EISCONN) : Result::Ok(0);
+    case SocketState::kListening:
       return Result::Err(EISCONN);
-    case SocketState::kIdle:
-      return Result::Err(ECONNREFUSED);  // xsockd never took it
     case SocketState::kFailed:
     case SocketState::kClosed: {
       const int e = s.TakeSoError();
@@ -124,11 +139,9 @@ bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
   return GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) == 0 && domain == addr->sa_family;
 }
 
-Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
-  auto dest = proto::FromSockaddr(addr, len);
-  if (!dest.ok()) return Result::Err(EINVAL);
-  const int domain = addr->sa_family;
-
+Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable,
+                         FrontSocket** out) {
+  const int domain = dest.family;
   auto created = control_.Call(proto::SocketRequest{
       .domain = static_cast<uint32_t>(domain),
       .type = SOCK_STREAM,
@@ -139,49 +152,34 @@ Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
     if (absl::IsUnavailable(created.status())) {
       LogUnreachableOnce(created.status().message());
     } else {
-      Log(absl::StrCat("xsock: socket request for ", proto::ToString(*dest),
+      Log(absl::StrCat("xsock: socket request for ", proto::ToString(dest),
                        " failed: ", created.status().message()));
     }
-    return Result::Err(ECONNREFUSED);
+    return Result::Err(unreachable);
   }
   const auto& reply = std::get<proto::SocketReply>(created->reply);
   if (reply.err != 0) return Result::Err(reply.err);  // e.g. refused by xsockd's policy
   const int channel = created->fds[0];
-  const int memfd = created->fds[1];
-
-  void* base = MapSocketMemory(memfd, reply.ring_order);
-  sys_.close(memfd);
-  int channel_type = 0;
-  if (base == nullptr || GetIntOpt(sys_, channel, SOL_SOCKET, SO_TYPE, &channel_type) != 0 ||
-      channel_type != SOCK_STREAM ||
-      FrontSocket::InitPageLocks(static_cast<SocketPage*>(base)) != 0) {
-    if (base != nullptr) munmap(base, SocketMemfdSize(reply.ring_order));
-    sys_.close(channel);
-    Log(absl::StrCat("xsock: xsockd sent an unusable socket for ", proto::ToString(*dest)));
-    return Result::Err(ECONNREFUSED);
-  }
-  FrontSocket* s = pool_.Take();
-  if (s == nullptr) {
-    munmap(base, SocketMemfdSize(reply.ring_order));
-    sys_.close(channel);
-    return Result::Err(ENOBUFS);
-  }
-  s->Open(sys_, {base, reply.ring_order, reply.socket_id, domain}, &pool_);
-  FdRef owner = FdRef::Adopt(s);  // unmaps on every early return below
-  s->set_attached_generation(created->generation);
 
   // The application end polls unwritable after one small write (stuffing).
   const int one = 1;
   sys_.setsockopt(channel, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
-  const std::vector<proto::SetSockOptRequest> options = OptionsToReplay(fd, *s);
-
   const int fl = sys_.fcntl(fd, F_GETFL);
   const int fdfl = sys_.fcntl(fd, F_GETFD);
-  const bool nonblocking = fl >= 0 && (fl & O_NONBLOCK);
-  if (nonblocking) {
+  if (fl >= 0 && (fl & O_NONBLOCK)) {
     const int cfl = sys_.fcntl(channel, F_GETFL);
     sys_.fcntl(channel, F_SETFL, (cfl < 0 ? 0 : cfl) | O_NONBLOCK);
   }
+  // Install the memory first, on the channel's own number, so that every failure below
+  // leaves `fd` (the kernel socket) untouched.
+  if (Result r = InstallStream(channel, created->fds[1], reply.ring_order, reply.socket_id,
+                               domain, /*init_locks=*/true, created->generation);
+      !r.ok()) {
+    Log(absl::StrCat("xsock: xsockd sent an unusable socket for ", proto::ToString(dest)));
+    return Result::Err(unreachable);
+  }
+  FdRef s = table_.Remove(channel);
+  const std::vector<proto::SetSockOptRequest> options = OptionsToReplay(fd, *s.as<FrontSocket>());
   const int cloexec = fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0;
   if (sys_.dup3(channel, fd, cloexec) < 0) {
     const int e = errno;
@@ -189,37 +187,244 @@ Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
     return Result::Err(e);
   }
   sys_.close(channel);
-  table_.Install(fd, s);
+  table_.Install(fd, s.get());
   for (const auto& req : options) {
     proto::Reply ignored;  // best effort: the kernel socket accepted them once
-    Forward(*s, fd, req, &ignored);
+    Forward(*s.as<FrontSocket>(), fd, req, &ignored);
   }
+  *out = s.as<FrontSocket>();
+  return Result::Ok(0);
+}
 
+Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
+  auto dest = proto::FromSockaddr(addr, len);
+  if (!dest.ok()) return Result::Err(EINVAL);
+  FrontSocket* s = nullptr;
+  if (Result r = Swap(fd, *dest, ECONNREFUSED, &s); !r.ok()) return r;
   // Unwritable until xsockd drains the channel when the connect finishes.
   s->Stuff(fd);
   // The swap closed the kernel socket and with it its epoll registrations: carry them
   // over to the channel, now that it polls as a connecting socket does.
   for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-  auto connected = control_.CallForSocket(proto::ConnectRequest{reply.socket_id, *dest},
-                                          reply.socket_id, fd, s->attached_generation());
+  return ConnectIdle(*s, fd, *dest);
+}
+
+Result Interceptor::ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& dest) {
+  auto connected = control_.CallForSocket(proto::ConnectRequest{s.socket_id(), dest},
+                                          s.socket_id(), fd, s.attached_generation());
   if (!connected.ok()) {
     if (absl::IsUnavailable(connected.status())) {
       LogUnreachableOnce(connected.status().message());
     } else {
-      Log(absl::StrCat("xsock: connect to ", proto::ToString(*dest),
+      Log(absl::StrCat("xsock: connect to ", proto::ToString(dest),
                        " failed: ", connected.status().message()));
     }
     return Result::Err(ECONNREFUSED);
   }
-  s->set_attached_generation(connected->generation);
+  s.set_attached_generation(connected->generation);
   const int err = ErrOf(connected->reply);
-  if (err == 0) return Result::Ok(0);
+  if (err == 0) {
+    s.ExchangeConnectReported();  // this connect() reports the completion
+    return Result::Ok(0);
+  }
   if (err != EINPROGRESS) {
-    s->TakeSoError();  // reported here, as the kernel's blocking connect does
+    s.TakeSoError();  // reported here, as the kernel's blocking connect does
     return Result::Err(err);
   }
-  if (nonblocking) return Result::Err(EINPROGRESS);
-  return s->WaitConnected(fd);
+  const int fl = sys_.fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK)) return Result::Err(EINPROGRESS);
+  const Result done = s.WaitConnected(fd);
+  if (done.ok()) s.ExchangeConnectReported();
+  return done;
+}
+
+Result Interceptor::InstallStream(int fd, int memfd, uint32_t order, uint64_t socket_id,
+                                  int domain, bool init_locks, uint64_t generation) {
+  void* base = MapSocketMemory(memfd, order);
+  sys_.close(memfd);
+  int type = 0;
+  if (base == nullptr || !FdTable::CanHold(fd) ||
+      GetIntOpt(sys_, fd, SOL_SOCKET, SO_TYPE, &type) != 0 || type != SOCK_STREAM ||
+      (init_locks && FrontSocket::InitPageLocks(static_cast<SocketPage*>(base)) != 0)) {
+    if (base != nullptr) munmap(base, SocketMemfdSize(order));
+    sys_.close(fd);
+    return Result::Err(ECONNABORTED);
+  }
+  FrontSocket* s = pool_.Take();
+  if (s == nullptr) {
+    munmap(base, SocketMemfdSize(order));
+    sys_.close(fd);
+    return Result::Err(ENOBUFS);
+  }
+  s->Open(sys_, {base, order, socket_id, domain}, &pool_);
+  FdRef owner = FdRef::Adopt(s);
+  s->set_attached_generation(generation);
+  AfterNewDescriptor(fd);
+  epoll_.Take(fd);
+  table_.Install(fd, s);
+  return Result::Ok(fd);
+}
+
+FrontSocket* Interceptor::NewListener(uint64_t socket_id, int domain) {
+  // Calls on a listening socket never reach its rings (the hooks answer data calls
+  // themselves), but a FrontSocket wants memory: a small anonymous page set to the
+  // listening state, shared across fork like a real socket page.
+  const size_t size = SocketMemfdSize(kMinRingOrder);
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) return nullptr;
+  auto* page = static_cast<SocketPage*>(base);
+  page->magic = kSocketPageMagic;
+  page->version = kSocketPageVersion;
+  page->ring_order = kMinRingOrder;
+  page->socket_id = socket_id;
+  page->state.store(static_cast<uint32_t>(SocketState::kListening));
+  page->in_error.value.store(-ENOTCONN);
+  page->out_error.value.store(-EPIPE);
+  FrontSocket* s = pool_.Take();
+  if (s == nullptr) {
+    munmap(base, size);
+    return nullptr;
+  }
+  s->Open(sys_, {base, kMinRingOrder, socket_id, domain}, &pool_);
+  return s;
+}
+
+// ---- bind, listen, accept --------------------------------------------------------------
+
+Result Interceptor::Bind(int fd, const sockaddr* addr, socklen_t len) {
+  FdRef ref = table_.Find(fd);
+  if (!ref && (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr))) {
+    return Result::FromLibc(sys_.bind(fd, addr, len));
+  }
+  if (addr == nullptr) return Result::Err(EFAULT);
+  auto where = proto::FromSockaddr(addr, len);
+  if (!where.ok()) return Result::Err(EINVAL);
+  FrontSocket* s = ref ? ref.as<FrontSocket>() : nullptr;
+  if (s != nullptr && s->state() != SocketState::kIdle) return Result::Err(EINVAL);
+  if (s == nullptr) {
+    // The kernel's bind would report EADDRNOTAVAIL for an address this host cannot have.
+    if (Result r = Swap(fd, *where, EADDRNOTAVAIL, &s); !r.ok()) return r;
+    for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    epoll_.MarkCandidate(fd);  // listen() swaps once more
+  }
+  proto::Reply reply;
+  return Forward(*s, fd, proto::BindRequest{s->socket_id(), *where}, &reply);
+}
+
+Result Interceptor::Listen(FrontSocket& s, int fd, int backlog) {
+  switch (s.state()) {
+    case SocketState::kListening:
+      return Result::Ok(0);  // the backlog stays as it was
+    case SocketState::kIdle:
+      break;
+    default:
+      return Result::Err(EINVAL);
+  }
+  auto r = control_.CallForSocket(proto::ListenRequest{s.socket_id(), backlog}, s.socket_id(),
+                                  fd, s.attached_generation());
+  if (!r.ok()) {
+    if (absl::IsUnavailable(r.status())) LogUnreachableOnce(r.status().message());
+    return Result::Err(ENOBUFS);
+  }
+  if (const int e = ErrOf(r->reply); e != 0) return Result::Err(e);
+  const int channel = r->fds[0];
+  int type = 0;
+  if (GetIntOpt(sys_, channel, SOL_SOCKET, SO_TYPE, &type) != 0 || type != SOCK_SEQPACKET ||
+      MakeUnwritable(sys_, channel) != 0) {
+    sys_.close(channel);
+    Log("xsock: xsockd sent an unusable listener channel");
+    return Result::Err(ENOBUFS);
+  }
+  FrontSocket* listener = NewListener(s.socket_id(), s.domain());
+  if (listener == nullptr) {
+    sys_.close(channel);
+    return Result::Err(ENOBUFS);
+  }
+  FdRef owner = FdRef::Adopt(listener);
+  listener->set_attached_generation(r->generation);
+  listener->SetTimeout(true, s.GetTimeout(true));
+  listener->SetTimeout(false, s.GetTimeout(false));
+  const int fl = sys_.fcntl(fd, F_GETFL);
+  const int fdfl = sys_.fcntl(fd, F_GETFD);
+  if (fl >= 0 && (fl & O_NONBLOCK)) sys_.fcntl(channel, F_SETFL, O_RDWR | O_NONBLOCK);
+  const timeval rcvtimeo = s.GetTimeout(true);
+  sys_.setsockopt(channel, SOL_SOCKET, SO_RCVTIMEO, &rcvtimeo, sizeof(rcvtimeo));
+  const int cloexec = fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0;
+  if (sys_.dup3(channel, fd, cloexec) < 0) {
+    const int e = errno;
+    sys_.close(channel);
+    return Result::Err(e);
+  }
+  sys_.close(channel);
+  table_.Install(fd, listener);
+  for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  return Result::Ok(0);
+}
+
+Result Interceptor::Accept(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len, int flags) {
+  if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return Result::Err(EINVAL);
+  if (addr != nullptr && len == nullptr) return Result::Err(EFAULT);
+  if (addr != nullptr && static_cast<int>(*len) < 0) return Result::Err(EINVAL);
+  AcceptedConnection c;
+  if (Result r = ReceiveAccepted(sys_, fd, &c); !r.ok()) {
+    if (r.error() == ECONNABORTED) Log("xsock: dropped a malformed accepted connection");
+    return r;
+  }
+  if (!(flags & SOCK_CLOEXEC)) sys_.fcntl(c.channel, F_SETFD, 0);
+  if (flags & SOCK_NONBLOCK) sys_.fcntl(c.channel, F_SETFL, O_RDWR | O_NONBLOCK);
+  const int one = 1;  // xsockd sets it too; the stuffing relies on it
+  sys_.setsockopt(c.channel, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
+  const Result r = InstallStream(c.channel, c.memfd, c.record.ring_order, c.record.socket_id,
+                                 c.record.local.family != 0 ? c.record.local.family : s.domain(),
+                                 /*init_locks=*/true, /*generation=*/0);
+  if (!r.ok()) return r;
+  if (FdRef ns = table_.Find(c.channel)) ns.as<FrontSocket>()->ExchangeConnectReported();
+  if (addr != nullptr) {
+    sockaddr_storage ss;
+    const socklen_t n = proto::ToSockaddr(c.record.peer, &ss);
+    std::memcpy(addr, &ss, n < *len ? n : *len);
+    *len = n;
+  }
+  return r;
+}
+
+Result Interceptor::AdoptInherited(int fd) {
+  if (table_.Contains(fd)) return Result::Ok(0);
+  const int fds[] = {fd};
+  auto r = control_.Call(proto::AttachRequest{}, fds);
+  if (!r.ok()) return Result::Err(ENOTCONN);
+  const auto& reply = std::get<proto::AttachReply>(r->reply);
+  if (reply.err != 0) return Result::Err(reply.err);
+  // The reply does not say the family; the bound address does.
+  auto named = control_.CallForSocket(proto::GetSockNameRequest{reply.socket_id},
+                                      reply.socket_id, fd, r->generation);
+  int domain = AF_INET;
+  if (named.ok() && ErrOf(named->reply) == 0) {
+    const uint16_t f = std::get<proto::GetSockNameReply>(named->reply).addr.family;
+    if (f == AF_INET6) domain = AF_INET6;
+  }
+  if (reply.state == static_cast<uint32_t>(SocketState::kListening)) {
+    FrontSocket* l = NewListener(reply.socket_id, domain);
+    if (l == nullptr) return Result::Err(ENOBUFS);
+    FdRef owner = FdRef::Adopt(l);
+    l->set_attached_generation(r->generation);
+    table_.Install(fd, l);
+    return Result::Ok(0);
+  }
+  // InstallStream closes the descriptor it is given on failure: give it a duplicate.
+  const int dup = sys_.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) {
+    const int e = errno;
+    for (int f : r->fds) sys_.close(f);
+    return Result::Err(e);
+  }
+  Result installed = InstallStream(dup, r->fds[0], reply.ring_order, reply.socket_id, domain,
+                                   /*init_locks=*/false, r->generation);
+  if (!installed.ok()) return installed;
+  FdRef s = table_.Remove(dup);
+  sys_.close(dup);
+  table_.Install(fd, s.get());
+  return Result::Ok(0);
 }
 
 std::vector<proto::SetSockOptRequest> Interceptor::OptionsToReplay(int fd, FrontSocket& s) {
@@ -228,10 +433,12 @@ std::vector<proto::SetSockOptRequest> Interceptor::OptionsToReplay(int fd, Front
   };
   // Options a client commonly sets before connecting, with the value a fresh socket has;
   // only changed ones are sent.
+  // SO_REUSEADDR/SO_REUSEPORT first: a bind replays them and they must precede it.
   static constexpr Option kInts[] = {
+      {SOL_SOCKET, SO_REUSEADDR, 0},     {SOL_SOCKET, SO_REUSEPORT, 0},
       {IPPROTO_TCP, TCP_NODELAY, 0},     {SOL_SOCKET, SO_KEEPALIVE, 0},
       {IPPROTO_TCP, TCP_KEEPIDLE, 7200}, {IPPROTO_TCP, TCP_KEEPINTVL, 75},
-      {IPPROTO_TCP, TCP_KEEPCNT, 9},
+      {IPPROTO_TCP, TCP_KEEPCNT, 9},     {IPPROTO_TCP, TCP_DEFER_ACCEPT, 0},
   };
   std::vector<proto::SetSockOptRequest> changed;
   auto add = [&](int level, int name, const void* v, size_t n) {
@@ -246,6 +453,9 @@ std::vector<proto::SetSockOptRequest> Interceptor::OptionsToReplay(int fd, Front
   }
   int tos = 0;
   const bool v6 = s.domain() == AF_INET6;
+  if (int only = 0; v6 && GetIntOpt(sys_, fd, IPPROTO_IPV6, IPV6_V6ONLY, &only) == 0 && only) {
+    add(IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only));
+  }
   const int tos_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
   const int tos_name = v6 ? IPV6_TCLASS : IP_TOS;
   if (GetIntOpt(sys_, fd, tos_level, tos_name, &tos) == 0 && tos != 0) {
@@ -348,7 +558,7 @@ Result Interceptor::GetSockOpt(FrontSocket& s, int fd, int level, int name, void
         v = IPPROTO_TCP;
         break;
       case SO_ACCEPTCONN:
-        v = 0;
+        v = s.state() == SocketState::kListening ? 1 : 0;
         break;
       case SO_RCVTIMEO:
       case SO_SNDTIMEO: {
@@ -382,6 +592,8 @@ Result Interceptor::SetSockOpt(FrontSocket& s, int fd, int level, int name, cons
     std::memcpy(&tv, value, sizeof(tv));
     if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return Result::Err(EDOM);
     s.SetTimeout(name == SO_RCVTIMEO, tv);
+    // A listener's accept waits in the kernel, on the channel itself.
+    if (s.state() == SocketState::kListening) sys_.setsockopt(fd, SOL_SOCKET, name, &tv, sizeof(tv));
     return Result::Ok(0);
   }
   if (len > proto::kMaxOptLen) return Result::Err(EINVAL);
@@ -427,6 +639,7 @@ Result Interceptor::Shutdown(FrontSocket& s, int fd, int how) {
 
 bool Interceptor::Ioctl(FrontSocket& s, int /*fd*/, unsigned long request, void* arg, Result* out) {
   int v;
+  const bool listening = s.state() == SocketState::kListening;
   switch (request) {
     case FIONREAD:
       v = static_cast<int>(s.ReadableBytes());
@@ -440,6 +653,10 @@ bool Interceptor::Ioctl(FrontSocket& s, int /*fd*/, unsigned long request, void*
       break;  // urgent data never reaches the app
     default:
       return false;
+  }
+  if (listening && request != SIOCATMARK) {
+    *out = Result::Err(EINVAL);  // tcp_ioctl() on a listening socket
+    return true;
   }
   if (arg == nullptr) {
     *out = Result::Err(EFAULT);

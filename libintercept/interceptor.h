@@ -49,6 +49,13 @@ class Interceptor {
 
   // connect(): a routed socket's state machine, a new route, or the kernel's connect.
   Result Connect(int fd, const sockaddr* addr, socklen_t len);
+  // bind(): an address XSOCK_ROUTE selects is bound by xsockd on the host (the socket is
+  // routed from here on); anything else is the kernel's bind.
+  Result Bind(int fd, const sockaddr* addr, socklen_t len);
+  // An inherited descriptor (after exec, or received with SCM_RIGHTS) that may be an
+  // xsock channel: attaches it through xsockd and routes it. Error if it is not one of
+  // xsockd's sockets (EBADF from xsockd) or xsockd cannot be reached.
+  Result AdoptInherited(int fd);
   // close(): forgets `fd`, then closes it; the socket is unmapped with its last descriptor.
   Result Close(int fd);
   // After a successful dup/dup2/dup3/F_DUPFD: `newfd` now refers to what `oldfd` does.
@@ -70,6 +77,11 @@ class Interceptor {
 
   // ---- Calls on a routed socket `s` (fd refers to it) ----
 
+  // listen(): xsockd listens on the host; the listener channel replaces the descriptor.
+  Result Listen(FrontSocket& s, int fd, int backlog);
+  // accept()/accept4() on a routed listening socket: the new descriptor.
+  Result Accept(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len, int flags);
+
   Result GetSockOpt(FrontSocket& s, int fd, int level, int name, void* value, socklen_t* len);
   Result SetSockOpt(FrontSocket& s, int fd, int level, int name, const void* value, socklen_t len);
   Result GetSockName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len);
@@ -86,9 +98,21 @@ class Interceptor {
   const RouteTable& routes() const { return routes_; }
 
  private:
-  Result ConnectRouted(FrontSocket& s, int fd);
+  Result ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr, socklen_t len);
+  // connect() of a routed socket that has not connected yet (made by bind()).
+  Result ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& dest);
   bool IsRoutableSocket(int fd, const sockaddr* addr);
   Result Route(int fd, const sockaddr* addr, socklen_t len);
+  // Gets a socket from xsockd and installs its channel over `fd` (flags kept, options
+  // replayed). `unreachable` is the errno when xsockd cannot be asked. On success *out
+  // is the routed socket (the table holds it; valid while `fd` is not closed).
+  Result Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out);
+  // A routed socket without rings, for a listening socket (created, accepted or adopted).
+  FrontSocket* NewListener(uint64_t socket_id, int domain);
+  // The new descriptor `fd`, a stream channel whose memory is `memfd`, becomes a routed
+  // socket. Closes memfd; closes fd too on failure.
+  Result InstallStream(int fd, int memfd, uint32_t order, uint64_t socket_id, int domain,
+                       bool init_locks, uint64_t generation);
   // Options set on the kernel socket before connect(), to replay to xsockd; takes the
   // timeouts into `s`.
   std::vector<proto::SetSockOptRequest> OptionsToReplay(int fd, FrontSocket& s);

@@ -99,6 +99,9 @@ const Syscalls& RealSyscalls() {
         .setsockopt = XSOCK_REAL(setsockopt),
         .dup3 = XSOCK_REAL(dup3),
         .epoll_ctl = XSOCK_REAL(epoll_ctl),
+        .bind = XSOCK_REAL(bind),
+        .listen = XSOCK_REAL(listen),
+        .accept4 = XSOCK_REAL(accept4),
     };
   }();
   return table;

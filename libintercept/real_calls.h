@@ -7,6 +7,7 @@
 // hooked libc functions itself: it gets RealSyscalls().
 #pragma once
 
+#include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 
 #include "shared/syscalls.h"
 

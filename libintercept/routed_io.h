@@ -3,6 +3,7 @@
 // kernel (no source address, no control data, addresses ignored by sendto).
 #pragma once
 
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -10,6 +11,8 @@
 
 #include "libintercept/front_socket.h"
 #include "libintercept/result.h"
+
+struct timespec;
 
 extern "C" [[noreturn]] void __chk_fail(void);
 
@@ -63,8 +66,14 @@ inline Result SendMsg(FrontSocket& s, int fd, const msghdr* msg, int flags) {
 
 // sendfile() to a routed socket. The kernel would write the file into the channel, where
 // xsockd takes every byte for a wake-up; the bytes go through the ring instead. in_fd
-// must be seekable (sendfile requires that too); its offset moves by what was sent.
+// must be seekable (sendfile requires that too). As the kernel's: with `offset` the file
+// position stays and *offset moves, without it the file position moves; a count beyond
+// the end of the file sends up to the end; a short count when the socket takes no more
+// (nonblocking, or a signal after some bytes); count is capped at MAX_RW_COUNT.
 inline Result SendFile(FrontSocket& s, int fd, int in_fd, off_t* offset, size_t count) {
+  constexpr size_t kMaxRwCount = INT_MAX & ~size_t{4095};  // MAX_RW_COUNT
+  if (offset != nullptr && *offset < 0) return Result::Err(EINVAL);
+  if (count > kMaxRwCount) count = kMaxRwCount;
   const off_t start = offset != nullptr ? *offset : lseek(in_fd, 0, SEEK_CUR);
   if (start < 0) return Result::Err(errno == ESPIPE ? EINVAL : errno);
   char buf[16384];
@@ -79,7 +88,7 @@ inline Result SendFile(FrontSocket& s, int fd, int in_fd, off_t* offset, size_t 
     if (!w.ok() && done == 0) return w;
     if (!w.ok()) break;
     done += static_cast<size_t>(w.value());
-    if (w.value() < r) break;  // nonblocking and `out` is full
+    if (w.value() < r) break;  // nonblocking and `out` is full, or interrupted
   }
   const off_t end = start + static_cast<off_t>(done);
   if (offset != nullptr) {
@@ -89,6 +98,20 @@ inline Result SendFile(FrontSocket& s, int fd, int in_fd, off_t* offset, size_t 
   }
   return Result::Ok(static_cast<ssize_t>(done));
 }
+
+// recvmmsg() / sendmmsg() on a stream socket: one recvmsg/sendmsg per entry, with the
+// kernel's batch rules (vlen capped at 1024, MSG_WAITFORONE, the timeout checked between
+// messages, a count as soon as one message went through, later errors dropped).
+Result RecvMmsg(FrontSocket& s, int fd, mmsghdr* vec, unsigned vlen, int flags,
+                timespec* timeout);
+Result SendMmsg(FrontSocket& s, int fd, mmsghdr* vec, unsigned vlen, int flags);
+
+// splice() with at least one routed socket (the other's FrontSocket, if routed, passed
+// too): between a routed socket and a pipe, through FrontSocket's splice halves; with
+// the kernel's argument checks (no pipe: EINVAL; an offset on the pipe: ESPIPE, on the
+// socket: EINVAL).
+Result Splice(FrontSocket* in_sock, int fd_in, loff_t* off_in, FrontSocket* out_sock,
+              int fd_out, loff_t* off_out, size_t len, unsigned flags);
 
 // The _FORTIFY_SOURCE variants check the destination's size first, as glibc's do.
 inline void* Checked(void* buf, size_t n, size_t buflen) {

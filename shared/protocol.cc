@@ -141,6 +141,10 @@ int RequestBodySize(MsgType t) {
       return 4;
     case MsgType::kStats:
       return 4;
+    case MsgType::kBind:
+      return 8 + kAddrSize;
+    case MsgType::kListen:
+      return 12;
   }
   return -2;
 }
@@ -169,6 +173,10 @@ int ReplyBodySize(MsgType t) {
       return 24;
     case MsgType::kStats:
       return 8 + 8 * 8;
+    case MsgType::kBind:
+      return 4 + kAddrSize;
+    case MsgType::kListen:
+      return 4;
   }
   return -2;
 }
@@ -340,6 +348,22 @@ absl::StatusOr<Request> ReadRequest(MsgType type, Reader& r) {
       if (auto s = CheckZero("stats.flags", r.U32()); !s.ok()) return s;
       return StatsRequest{};
     }
+    case MsgType::kBind: {
+      BindRequest m;
+      m.socket_id = r.U64();
+      m.addr = r.Addr();
+      if (auto s = CheckSocketId("bind", m.socket_id); !s.ok()) return s;
+      if (auto s = CheckAddr("bind.addr", m.addr); !s.ok()) return s;
+      return m;
+    }
+    case MsgType::kListen: {
+      // Any backlog is valid: listen() takes any int and the kernel clamps it.
+      ListenRequest m;
+      m.socket_id = r.U64();
+      m.backlog = r.I32();
+      if (auto s = CheckSocketId("listen", m.socket_id); !s.ok()) return s;
+      return m;
+    }
   }
   return Bad("unreachable");
 }
@@ -413,14 +437,19 @@ absl::StatusOr<Reply> ReadReply(MsgType type, Reader& r) {
       m.state = r.U32();
       if (auto s = CheckZero("attach.reserved", r.U32()); !s.ok()) return s;
       if (err == 0) {
-        if (m.ring_order < kMinRingOrder || m.ring_order > kMaxRingOrder) {
+        if (m.state > static_cast<uint32_t>(SocketState::kListening)) {
+          return Badf("attach.state: ", m.state, " is not a socket state");
+        }
+        // A listening socket has no rings: its ring_order is 0, like a reserved field.
+        if (m.state == static_cast<uint32_t>(SocketState::kListening)) {
+          if (m.ring_order != 0) {
+            return Badf("attach.ring_order: ", m.ring_order, " must be 0 for a listening socket");
+          }
+        } else if (m.ring_order < kMinRingOrder || m.ring_order > kMaxRingOrder) {
           return Badf("attach.ring_order: ", m.ring_order, " is outside ", kMinRingOrder, "..",
                       kMaxRingOrder);
         }
         if (auto s = CheckSocketId("attach", m.socket_id); !s.ok()) return s;
-        if (m.state > static_cast<uint32_t>(SocketState::kClosed)) {
-          return Badf("attach.state: ", m.state, " is not a socket state");
-        }
       }
       return m;
     }
@@ -438,6 +467,19 @@ absl::StatusOr<Reply> ReadReply(MsgType type, Reader& r) {
       m.bytes_from_host = r.U64();
       return m;
     }
+    case MsgType::kBind: {
+      BindReply m;
+      m.err = err;
+      m.addr = r.Addr();
+      if (err == 0) {
+        if (auto s = CheckAddr("bind.addr", m.addr); !s.ok()) return s;
+      } else if (m.addr != SockAddr{}) {
+        return Badf("bind.addr: must be all zero when err is ", err);
+      }
+      return m;
+    }
+    case MsgType::kListen:
+      return ListenReply{err};
   }
   return Bad("unreachable");
 }
@@ -533,15 +575,37 @@ const char* Name(MsgType t) {
       return "attach";
     case MsgType::kStats:
       return "stats";
+    case MsgType::kBind:
+      return "bind";
+    case MsgType::kListen:
+      return "listen";
   }
   return "unknown";
 }
 
 int FdsWithRequest(MsgType t) { return t == MsgType::kAttach ? 1 : 0; }
-int FdsWithReply(MsgType t) {
-  if (t == MsgType::kSocket) return 2;
-  if (t == MsgType::kAttach) return 1;
-  return 0;
+
+int FdsWithReply(const Reply& r) {
+  const int32_t err = std::visit([](const auto& m) { return m.err; }, r);
+  if (err != 0) return 0;
+  if (const auto* a = std::get_if<AttachReply>(&r)) {
+    // A listening socket has no memfd; the caller already holds its listener channel.
+    return a->state == static_cast<uint32_t>(SocketState::kListening) ? 0 : 1;
+  }
+  return MaxFdsWithReply(TypeOf(r));
+}
+
+int MaxFdsWithReply(MsgType t) {
+  switch (t) {
+    case MsgType::kSocket:
+      return 2;  // channel, memfd
+    case MsgType::kAttach:
+      return 1;  // memfd
+    case MsgType::kListen:
+      return 1;  // listener channel
+    default:
+      return 0;
+  }
 }
 
 std::vector<uint8_t> EncodeRequest(uint32_t seq, const Request& req) {
@@ -579,6 +643,12 @@ std::vector<uint8_t> EncodeRequest(uint32_t seq, const Request& req) {
           w.U32(m.optlen);
         } else if constexpr (std::is_same_v<T, AttachRequest> || std::is_same_v<T, StatsRequest>) {
           w.U32(0);
+        } else if constexpr (std::is_same_v<T, BindRequest>) {
+          w.U64(m.socket_id);
+          w.Addr(m.addr);
+        } else if constexpr (std::is_same_v<T, ListenRequest>) {
+          w.U64(m.socket_id);
+          w.I32(m.backlog);
         } else {  // Release, GetSockName, GetPeerName
           w.U64(m.socket_id);
         }
@@ -603,7 +673,7 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
           w.U32(m.ring_order);
           w.U64(m.socket_id);
         } else if constexpr (std::is_same_v<T, GetSockNameReply> ||
-                             std::is_same_v<T, GetPeerNameReply>) {
+                             std::is_same_v<T, GetPeerNameReply> || std::is_same_v<T, BindReply>) {
           w.Addr(m.addr);
         } else if constexpr (std::is_same_v<T, GetSockOptReply>) {
           assert(m.value.size() <= kMaxOptLen);
@@ -625,6 +695,45 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
       },
       rep);
   return Finish(w);
+}
+
+std::vector<uint8_t> EncodeAcceptRecord(const AcceptRecord& rec) {
+  Writer w;
+  w.U32(kAcceptMagic);
+  w.U32(rec.ring_order);
+  w.U64(rec.socket_id);
+  w.Addr(rec.local);
+  w.Addr(rec.peer);
+  w.U64(0);  // reserved
+  assert(w.out().size() == kAcceptRecordSize);
+  return std::move(w.out());
+}
+
+absl::StatusOr<AcceptRecord> DecodeAcceptRecord(std::span<const uint8_t> bytes) {
+  if (bytes.size() != kAcceptRecordSize) {
+    return Badf("accept: record of ", bytes.size(), " bytes, expected ", kAcceptRecordSize);
+  }
+  Reader r(bytes);
+  const uint32_t magic = r.U32();
+  if (magic != kAcceptMagic) return Badf("accept.magic: 0x", absl::Hex(magic), " is not XSKA");
+  AcceptRecord m;
+  m.ring_order = r.U32();
+  m.socket_id = r.U64();
+  m.local = r.Addr();
+  m.peer = r.Addr();
+  if (auto s = CheckZero("accept.reserved", r.U64()); !s.ok()) return s;
+  if (m.ring_order < kMinRingOrder || m.ring_order > kMaxRingOrder) {
+    return Badf("accept.ring_order: ", m.ring_order, " is outside ", kMinRingOrder, "..",
+                kMaxRingOrder);
+  }
+  if (auto s = CheckSocketId("accept", m.socket_id); !s.ok()) return s;
+  if (auto s = CheckAddr("accept.local", m.local); !s.ok()) return s;
+  if (auto s = CheckAddr("accept.peer", m.peer); !s.ok()) return s;
+  // One TCP connection has one family at both ends.
+  if (m.peer.family != m.local.family) {
+    return Badf("accept.peer.family: ", m.peer.family, " differs from local's ", m.local.family);
+  }
+  return m;
 }
 
 absl::StatusOr<Decoded<Request>> DecodeRequest(std::span<const uint8_t> bytes) {

@@ -255,7 +255,7 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& r);
 // One accepted connection, sent by xsockd as one SOCK_SEQPACKET packet on a listening
 // socket's listener channel, with exactly two descriptors (SCM_RIGHTS): the app end of
 // the connection's channel, then its memfd. Fixed size, no header: magic, then fields.
-inline constexpr uint32_t kAcceptMagic = 0x41534B58;  // "XSKA"
+inline constexpr uint32_t kAcceptMagic = 0x414B5358;  // "XSKA" as little-endian bytes
 inline constexpr size_t kAcceptRecordSize = 80;
 inline constexpr int kFdsWithAcceptRecord = 2;
 struct AcceptRecord {

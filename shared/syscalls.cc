@@ -18,6 +18,9 @@ const Syscalls& LibcSyscalls() {
       .setsockopt = ::setsockopt,
       .dup3 = ::dup3,
       .epoll_ctl = ::epoll_ctl,
+      .bind = ::bind,
+      .listen = ::listen,
+      .accept4 = ::accept4,
   };
   return table;
 }

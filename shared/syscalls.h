@@ -23,6 +23,9 @@ struct Syscalls {
   int (*setsockopt)(int, int, int, const void*, socklen_t);
   int (*dup3)(int, int, int);
   int (*epoll_ctl)(int, int, int, epoll_event*);
+  int (*bind)(int, const sockaddr*, socklen_t);
+  int (*listen)(int, int);
+  int (*accept4)(int, sockaddr*, socklen_t*, int);
 };
 
 // libc's functions, as linked into the calling binary.

@@ -1,6 +1,7 @@
 // Writes the fuzz seed corpus from the encoder, so the seeds always match the current
 // wire format. Each argument is an output path whose file name says what to write:
-// "request-<name>.bin" or "reply-<name>.bin", <name> being proto::Name() of a type.
+// "request-<name>.bin" or "reply-<name>.bin", <name> being proto::Name() of a type, or
+// "record-accept.bin" (a listener channel's AcceptRecord).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -31,6 +32,9 @@ std::vector<uint8_t> EncodingFor(const std::string& file_name) {
     if (file_name == std::string("reply-") + proto::Name(proto::TypeOf(r)) + ".bin") {
       return proto::EncodeReply(1, r);
     }
+  }
+  if (file_name == "record-accept.bin") {
+    return proto::EncodeAcceptRecord(proto::testing::SampleAcceptRecord());
   }
   return {};
 }

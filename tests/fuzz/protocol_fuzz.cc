@@ -1,13 +1,15 @@
-// Fuzz target for the control protocol decoders, which read bytes from an untrusted peer.
+// Fuzz target for the control protocol decoders and the listener channel's accept-record
+// decoder, which read bytes from an untrusted peer.
 //
-// Properties checked on every input, for DecodeRequest and DecodeReply alike:
+// Properties checked on every input, for DecodeRequest, DecodeReply and DecodeAcceptRecord
+// alike:
 //   * no crash, no sanitizer report, no assertion failure;
 //   * a rejection is InvalidArgument with a message (the message names the field);
 //   * an accepted message re-encodes to exactly the input bytes: the decoder accepts only
 //     the canonical encoding, so there is one wire form per message and nothing the
 //     decoder skips over (reserved bits, trailing bytes, unused address bytes) can carry
 //     data past the checks;
-//   * no input is both a request and a reply.
+//   * no input is both a request and a reply, nor both a control message and a record.
 // Any violation aborts, which libFuzzer records as a crash with the input saved.
 #include <cstdint>
 #include <cstdio>
@@ -19,8 +21,10 @@
 
 namespace {
 
+using xsock::proto::DecodeAcceptRecord;
 using xsock::proto::DecodeReply;
 using xsock::proto::DecodeRequest;
+using xsock::proto::EncodeAcceptRecord;
 using xsock::proto::EncodeReply;
 using xsock::proto::EncodeRequest;
 
@@ -58,6 +62,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckRejection(reply.status(), in);
   }
 
+  auto record = DecodeAcceptRecord(in);
+  if (record.ok()) {
+    if (EncodeAcceptRecord(*record) != input) {
+      Fail("accepted accept record does not re-encode to its input", in);
+    }
+  } else {
+    CheckRejection(record.status(), in);
+  }
+
   if (request.ok() && reply.ok()) Fail("input decodes as both a request and a reply", in);
+  if (record.ok() && (request.ok() || reply.ok())) {
+    Fail("input decodes as both a control message and an accept record", in);
+  }
   return 0;
 }

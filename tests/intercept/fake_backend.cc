@@ -56,6 +56,9 @@ FakeBackend::FakeBackend(Options options) : order_(options.order), socket_id_(op
   page_->ring_order = order_;
   page_->socket_id = socket_id_;
   page_->state.store(static_cast<uint32_t>(options.state));
+  // xsockd arms the flag in its first pass after the connect completes (an empty `out`),
+  // before the app can write; a socket that starts connected starts armed.
+  if (options.state == SocketState::kConnected) page_->out_data_wanted.store(1);
   Check(fcntl(memfd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0, "seal");
 
   int pair[2];
@@ -144,6 +147,11 @@ void FakeBackend::CompleteConnect(int err) {
     connect_result_ = err;
   }
   Kick();
+}
+
+void FakeBackend::ShutdownChannelRead() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (backend_fd_ >= 0) shutdown(backend_fd_, SHUT_RD);
 }
 
 void FakeBackend::Die() {

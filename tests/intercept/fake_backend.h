@@ -54,6 +54,11 @@ class FakeBackend {
   void CompleteConnect(int err);
   // Sets the state word directly (e.g. kConnecting when a connect request arrives).
   void SetState(SocketState s) { page_->state.store(static_cast<uint32_t>(s)); }
+  // Shuts the backend end of the channel down for reading, which shuts the app end down
+  // for sending: with Finish() before it, the app end polls POLLHUP, as a TCP socket
+  // whose two directions are both closed (the behaviour proposed for xsockd once the
+  // app's SHUT_WR is flushed and `in` has ended, or after a reset).
+  void ShutdownChannelRead();
   // xsockd dies: its end of the channel closes and nothing more happens.
   void Die();
 

@@ -21,6 +21,7 @@ namespace {
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
 using testing::LinkLocalV6;
+using testing::SampleAcceptRecord;
 using testing::SampleReplies;
 using testing::SampleRequests;
 using testing::V4;
@@ -69,7 +70,7 @@ Bytes EncodedReply(MsgType t) { return EncodeReply(1, SampleReply(t)); }
 
 std::vector<MsgType> AllTypes() {
   std::vector<MsgType> all;
-  for (uint16_t t = 1; t <= static_cast<uint16_t>(MsgType::kStats); ++t) {
+  for (uint16_t t = 1; t <= static_cast<uint16_t>(MsgType::kListen); ++t) {
     all.push_back(static_cast<MsgType>(t));
   }
   return all;
@@ -145,6 +146,12 @@ TEST_CASE("requests with edge values survive a round trip", "[protocol]") {
       SetSockOptRequest{.socket_id = 5, .level = -1, .optname = INT32_MIN, .value = Iota(256)},
       GetSockOptRequest{.socket_id = 6, .level = INT32_MAX, .optname = -7, .optlen = 0},
       GetSockOptRequest{.socket_id = 6, .level = IPPROTO_TCP, .optname = 1, .optlen = 256},
+      BindRequest{.socket_id = UINT64_MAX, .addr = V4(127, 0, 0, 1, 0)},
+      BindRequest{.socket_id = 7, .addr = LinkLocalV6(UINT16_MAX, 0xFFFFF, UINT32_MAX)},
+      ListenRequest{.socket_id = 8, .backlog = 0},
+      ListenRequest{.socket_id = 8, .backlog = -1},  // listen() takes any int
+      ListenRequest{.socket_id = UINT64_MAX, .backlog = INT32_MIN},
+      ListenRequest{.socket_id = 9, .backlog = INT32_MAX},
   };
   for (const Request& r : edges) CheckRequestRoundTrip(r, 77);
   CHECK(EncodeRequest(0, edges[11]).size() == kHeaderSize + 20 + kMaxOptLen);
@@ -169,17 +176,26 @@ TEST_CASE("replies with edge values and error codes survive a round trip", "[pro
   for (uint32_t s = 0; s <= static_cast<uint32_t>(SocketState::kClosed); ++s) {
     edges.push_back(AttachReply{.err = 0, .ring_order = 12, .socket_id = 1, .state = s});
   }
+  // A listening socket has no rings: ring order 0.
+  edges.push_back(AttachReply{.err = 0,
+                              .ring_order = 0,
+                              .socket_id = 2,
+                              .state = static_cast<uint32_t>(SocketState::kListening)});
+  edges.push_back(BindReply{.err = EADDRINUSE});  // all-zero address with an error
+  edges.push_back(BindReply{.err = 0, .addr = V4(0, 0, 0, 0, 1)});
+  edges.push_back(ListenReply{.err = EINVAL});
   // The largest errno value the decoder accepts, on every reply type.
   for (Reply r : SampleReplies()) {
     std::visit([](auto& m) { m.err = 4095; }, r);
+    if (auto* b = std::get_if<BindReply>(&r)) b->addr = {};  // a failed bind names no address
     edges.push_back(r);
   }
   for (const Reply& r : edges) CheckReplyRoundTrip(r, 78);
 }
 
 TEST_CASE("messages have the documented size", "[protocol]") {
-  const std::vector<size_t> request_sizes = {24, 32, 52, 24, 28, 24, 24, 40, 36, 20, 20};
-  const std::vector<size_t> reply_sizes = {32, 32, 20, 20, 20, 48, 48, 20, 28, 40, 88};
+  const std::vector<size_t> request_sizes = {24, 32, 52, 24, 28, 24, 24, 40, 36, 20, 20, 52, 28};
+  const std::vector<size_t> reply_sizes = {32, 32, 20, 20, 20, 48, 48, 20, 28, 40, 88, 48, 20};
   const auto requests = SampleRequests();
   const auto replies = SampleReplies();
   REQUIRE(requests.size() == request_sizes.size());
@@ -265,6 +281,74 @@ TEST_CASE("a failed getsockopt reply carries a positive errno and no value", "[p
   auto d = DecodeReply(expected);
   REQUIRE(d.ok());
   CHECK(std::get<GetSockOptReply>(d->msg).err == ENOPROTOOPT);
+}
+
+TEST_CASE("bind and listen requests have the documented byte layout", "[protocol]") {
+  const Bytes bind = {
+      'X',  'S',  'K',  '1',  0x01, 0x00,              // magic, version
+      0x0C, 0x00,                                      // type: bind (12)
+      0x34, 0x00, 0x00, 0x00,                          // length 52
+      0x05, 0x00, 0x00, 0x00,                          // seq 5
+      0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // socket_id 3
+      0x02, 0x00,                                      // family AF_INET
+      0x50, 0x00,                                      // port 80
+      0x00, 0x00, 0x00, 0x00,                          // flowinfo
+      0x7F, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,  // 127.0.0.1, then zeros
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+      0x00, 0x00, 0x00, 0x00,                          // scope_id
+  };
+  const BindRequest b{.socket_id = 3, .addr = V4(127, 0, 0, 1, 80)};
+  CHECK(EncodeRequest(5, b) == bind);
+  auto db = DecodeRequest(bind);
+  REQUIRE(db.ok());
+  CHECK(std::get<BindRequest>(db->msg) == b);
+
+  const Bytes listen = {
+      'X',  'S',  'K',  '1',  0x01, 0x00,              // magic, version
+      0x0D, 0x00,                                      // type: listen (13)
+      0x1C, 0x00, 0x00, 0x00,                          // length 28
+      0x06, 0x00, 0x00, 0x00,                          // seq 6
+      0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // socket_id 4
+      0xFE, 0xFF, 0xFF, 0xFF,                          // backlog -2
+  };
+  const ListenRequest l{.socket_id = 4, .backlog = -2};
+  CHECK(EncodeRequest(6, l) == listen);
+  auto dl = DecodeRequest(listen);
+  REQUIRE(dl.ok());
+  CHECK(std::get<ListenRequest>(dl->msg) == l);
+}
+
+TEST_CASE("bind and listen replies have the documented byte layout", "[protocol]") {
+  const Bytes bind = {
+      'X',  'S',  'K',  '1',  0x01, 0x00,              // magic, version
+      0x0C, 0x80,                                      // type: bind | 0x8000
+      0x30, 0x00, 0x00, 0x00,                          // length 48
+      0x07, 0x00, 0x00, 0x00,                          // seq 7
+      0x00, 0x00, 0x00, 0x00,                          // err 0
+      0x0A, 0x00,                                      // family AF_INET6
+      0x41, 0x9C,                                      // port 40001
+      0x00, 0x00, 0x00, 0x00,                          // flowinfo
+      0xFE, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // fe80::
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,  //       1
+      0x04, 0x00, 0x00, 0x00,                          // scope_id 4
+  };
+  const BindReply b{.err = 0, .addr = LinkLocalV6(40001, 0, 4)};
+  CHECK(EncodeReply(7, b) == bind);
+  auto db = DecodeReply(bind);
+  REQUIRE(db.ok());
+  CHECK(std::get<BindReply>(db->msg) == b);
+
+  const Bytes listen = {
+      'X',  'S',  'K',  '1',  0x01, 0x00,  // magic, version
+      0x0D, 0x80,                          // type: listen | 0x8000
+      0x14, 0x00, 0x00, 0x00,              // length 20
+      0x08, 0x00, 0x00, 0x00,              // seq 8
+      0x16, 0x00, 0x00, 0x00,              // err EINVAL (22)
+  };
+  CHECK(EncodeReply(8, ListenReply{.err = EINVAL}) == listen);
+  auto dl = DecodeReply(listen);
+  REQUIRE(dl.ok());
+  CHECK(std::get<ListenReply>(dl->msg).err == EINVAL);
 }
 
 // ---- Header ----
@@ -360,7 +444,7 @@ TEST_CASE("a packet longer than the largest message is rejected before parsing",
 }
 
 TEST_CASE("an unknown message type is rejected", "[protocol]") {
-  for (uint16_t t : {0, 12, 0x100, 0x7FFF}) {
+  for (uint16_t t : {0, 14, 0x100, 0x7FFF}) {
     Bytes req = EncodedRequest(MsgType::kStats);
     Bytes rep = EncodedReply(MsgType::kStats);
     Put16(req, kTypeOffset, t);
@@ -424,37 +508,46 @@ TEST_CASE("socket rejects a domain, type, protocol or ring order it cannot serve
 
 TEST_CASE("requests naming socket 0 are rejected", "[protocol]") {
   for (MsgType t : {MsgType::kConnect, MsgType::kRelease, MsgType::kShutdown, MsgType::kGetSockName,
-                    MsgType::kGetPeerName, MsgType::kSetSockOpt, MsgType::kGetSockOpt}) {
+                    MsgType::kGetPeerName, MsgType::kSetSockOpt, MsgType::kGetSockOpt,
+                    MsgType::kBind, MsgType::kListen}) {
     Bytes b = EncodedRequest(t);
     Put64(b, kBody, 0);
     CHECK_THAT(RequestError(b), StartsWith(std::string(Name(t)) + ".socket_id: 0"));
   }
 }
 
-TEST_CASE("connect rejects an address family other than AF_INET and AF_INET6", "[protocol]") {
-  for (uint16_t f : {0, AF_UNIX, AF_INET6 + 1, AF_PACKET, 0xFFFF}) {
-    Bytes b = EncodedRequest(MsgType::kConnect);
-    Put16(b, kBody + 8, f);
-    CHECK_THAT(RequestError(b), StartsWith("connect.addr.family: " + std::to_string(f)));
+TEST_CASE("connect and bind reject an address family other than AF_INET and AF_INET6",
+          "[protocol]") {
+  for (MsgType t : {MsgType::kConnect, MsgType::kBind}) {
+    for (uint16_t f : {0, AF_UNIX, AF_INET6 + 1, AF_PACKET, 0xFFFF}) {
+      Bytes b = EncodedRequest(t);
+      Put16(b, kBody + 8, f);
+      CHECK_THAT(RequestError(b),
+                 StartsWith(std::string(Name(t)) + ".addr.family: " + std::to_string(f)));
+    }
   }
 }
 
 TEST_CASE("an AF_INET address must leave every IPv6-only byte zero", "[protocol]") {
-  const Bytes good = EncodeRequest(1, ConnectRequest{.socket_id = 1, .addr = V4(10, 0, 0, 1, 80)});
-  REQUIRE(DecodeRequest(good).ok());
-  constexpr size_t kAddr = kBody + 8;  // SockAddr inside connect
-  for (size_t i = 4; i < 16; ++i) {
-    Bytes b = good;
-    b[kAddr + 8 + i] = 0x01;
-    CHECK_THAT(RequestError(b), StartsWith("connect.addr.addr: bytes 4..15"));
-  }
-  for (size_t i = 0; i < 4; ++i) {
-    Bytes flow = good;
-    flow[kAddr + 4 + i] = 0x01;
-    CHECK_THAT(RequestError(flow), StartsWith("connect.addr.flowinfo"));
-    Bytes scope = good;
-    scope[kAddr + 24 + i] = 0x01;
-    CHECK_THAT(RequestError(scope), StartsWith("connect.addr.scope_id"));
+  for (const Request& r : {Request{ConnectRequest{.socket_id = 1, .addr = V4(10, 0, 0, 1, 80)}},
+                           Request{BindRequest{.socket_id = 1, .addr = V4(0, 0, 0, 0, 80)}}}) {
+    const std::string name = Name(TypeOf(r));
+    const Bytes good = EncodeRequest(1, r);
+    REQUIRE(DecodeRequest(good).ok());
+    constexpr size_t kAddr = kBody + 8;  // SockAddr inside connect and bind
+    for (size_t i = 4; i < 16; ++i) {
+      Bytes b = good;
+      b[kAddr + 8 + i] = 0x01;
+      CHECK_THAT(RequestError(b), StartsWith(name + ".addr.addr: bytes 4..15"));
+    }
+    for (size_t i = 0; i < 4; ++i) {
+      Bytes flow = good;
+      flow[kAddr + 4 + i] = 0x01;
+      CHECK_THAT(RequestError(flow), StartsWith(name + ".addr.flowinfo"));
+      Bytes scope = good;
+      scope[kAddr + 24 + i] = 0x01;
+      CHECK_THAT(RequestError(scope), StartsWith(name + ".addr.scope_id"));
+    }
   }
 }
 
@@ -556,19 +649,37 @@ TEST_CASE("a successful socket or attach reply needs a valid ring order and sock
 }
 
 TEST_CASE("a successful attach reply needs a known socket state", "[protocol]") {
-  for (uint32_t s : {5u, 0x100u, UINT32_MAX}) {
+  for (uint32_t s : {6u, 0x100u, UINT32_MAX}) {
     Bytes b = EncodedReply(MsgType::kAttach);
     Put32(b, kBody + 16, s);
     CHECK_THAT(ReplyError(b), StartsWith("attach.state: " + std::to_string(s)));
   }
 }
 
+TEST_CASE("an attach reply for a listening socket has ring order 0", "[protocol]") {
+  const auto listening = static_cast<uint32_t>(SocketState::kListening);
+  Bytes b = EncodedReply(MsgType::kAttach);  // ring order kMinRingOrder
+  Put32(b, kBody + 16, listening);
+  CHECK_THAT(ReplyError(b), StartsWith("attach.ring_order: 12 must be 0 for a listening"));
+  Put32(b, kBody + 4, 0);
+  auto d = DecodeReply(b);
+  REQUIRE(d.ok());
+  CHECK(std::get<AttachReply>(d->msg).state == listening);
+  Put64(b, kBody + 8, 0);  // still needs a socket id
+  CHECK_THAT(ReplyError(b), StartsWith("attach.socket_id: 0"));
+  // Any other state with ring order 0 is a stream socket without rings: refused.
+  Put64(b, kBody + 8, 1);
+  Put32(b, kBody + 16, static_cast<uint32_t>(SocketState::kConnected));
+  CHECK_THAT(ReplyError(b), StartsWith("attach.ring_order: 0 is outside"));
+}
+
 TEST_CASE("address replies reject a bad family or AF_INET tail bytes on success", "[protocol]") {
-  for (MsgType t : {MsgType::kGetSockName, MsgType::kGetPeerName}) {
+  for (MsgType t : {MsgType::kGetSockName, MsgType::kGetPeerName, MsgType::kBind}) {
     const std::string name = Name(t);
-    const Reply ok4 = t == MsgType::kGetSockName
-                          ? Reply{GetSockNameReply{.addr = V4(1, 2, 3, 4, 5)}}
-                          : Reply{GetPeerNameReply{.addr = V4(1, 2, 3, 4, 5)}};
+    const Reply ok4 =
+        t == MsgType::kGetSockName   ? Reply{GetSockNameReply{.addr = V4(1, 2, 3, 4, 5)}}
+        : t == MsgType::kGetPeerName ? Reply{GetPeerNameReply{.addr = V4(1, 2, 3, 4, 5)}}
+                                     : Reply{BindReply{.addr = V4(1, 2, 3, 4, 5)}};
     const Bytes good = EncodeReply(1, ok4);
     REQUIRE(DecodeReply(good).ok());
     for (uint16_t f : {0, AF_UNIX, 0xFFFF}) {
@@ -582,6 +693,15 @@ TEST_CASE("address replies reject a bad family or AF_INET tail bytes on success"
     Bytes scope = good;
     scope[kBody + 4 + 24] = 1;
     CHECK_THAT(ReplyError(scope), StartsWith(name + ".addr.scope_id"));
+  }
+}
+
+TEST_CASE("a failed bind reply must carry an all-zero address", "[protocol]") {
+  for (size_t i = 0; i < 28; ++i) {
+    Bytes b = EncodeReply(1, BindReply{.err = EADDRINUSE});
+    REQUIRE(DecodeReply(b).ok());
+    b[kBody + 4 + i] = 0x01;
+    CHECK_THAT(ReplyError(b), StartsWith("bind.addr: must be all zero when err is 98"));
   }
 }
 
@@ -615,17 +735,149 @@ TEST_CASE("each message type has a name, and variants map to their type", "[prot
     CHECK(TypeOf(replies[i]) == t);
   }
   CHECK(std::string(Name(static_cast<MsgType>(0))) == "unknown");
-  CHECK(std::string(Name(static_cast<MsgType>(12))) == "unknown");
+  CHECK(std::string(Name(static_cast<MsgType>(14))) == "unknown");
 }
 
-TEST_CASE("only attach requests and socket/attach replies carry descriptors", "[protocol]") {
+TEST_CASE("only attach requests and successful socket/attach/listen replies carry descriptors",
+          "[protocol]") {
   for (MsgType t : AllTypes()) {
     INFO(Name(t));
     CHECK(FdsWithRequest(t) == (t == MsgType::kAttach ? 1 : 0));
-    const int reply_fds = t == MsgType::kSocket ? 2 : t == MsgType::kAttach ? 1 : 0;
-    CHECK(FdsWithReply(t) == reply_fds);
-    CHECK(FdsWithReply(t) <= 4);
+    const int reply_fds = t == MsgType::kSocket                            ? 2
+                          : t == MsgType::kAttach || t == MsgType::kListen ? 1
+                                                                           : 0;
+    CHECK(MaxFdsWithReply(t) == reply_fds);
+    CHECK(MaxFdsWithReply(t) <= 4);
+    // The samples are successful replies: they carry the most, except attach (below).
+    Reply ok = SampleReply(t);
+    CHECK(FdsWithReply(ok) == reply_fds);
+    Reply failed = ok;
+    std::visit([](auto& m) { m.err = EBADF; }, failed);
+    CHECK(FdsWithReply(failed) == 0);
   }
+  CHECK(MaxFdsWithReply(static_cast<MsgType>(0)) == 0);
+  CHECK(MaxFdsWithReply(static_cast<MsgType>(99)) == 0);
+  // An attached listening socket has no memfd to pass.
+  const auto listening = static_cast<uint32_t>(SocketState::kListening);
+  for (uint32_t s = 0; s <= listening; ++s) {
+    INFO("attach state " << s);
+    const AttachReply a{.err = 0, .ring_order = 12, .socket_id = 1, .state = s};
+    CHECK(FdsWithReply(a) == (s == listening ? 0 : 1));
+  }
+}
+
+// ---- Accept records ----
+
+TEST_CASE("an accept record survives a round trip, with edge values", "[protocol]") {
+  std::vector<AcceptRecord> records = {
+      SampleAcceptRecord(),
+      AcceptRecord{.socket_id = 1,
+                   .ring_order = kMinRingOrder,
+                   .local = V4(0, 0, 0, 0, 0),
+                   .peer = V4(255, 255, 255, 255, UINT16_MAX)},
+      AcceptRecord{.socket_id = UINT64_MAX,
+                   .ring_order = kMaxRingOrder,
+                   .local = LinkLocalV6(8080, 0xFFFFF, UINT32_MAX),
+                   .peer = LinkLocalV6(1, 0, 1)},
+  };
+  for (const AcceptRecord& r : records) {
+    const Bytes b = EncodeAcceptRecord(r);
+    CHECK(b.size() == kAcceptRecordSize);
+    auto d = DecodeAcceptRecord(b);
+    INFO((d.ok() ? std::string("ok") : Text(d.status())));
+    REQUIRE(d.ok());
+    CHECK(*d == r);
+    CHECK(EncodeAcceptRecord(*d) == b);
+  }
+}
+
+TEST_CASE("an accept record has the documented byte layout", "[protocol]") {
+  const Bytes expected = {
+      'X',  'S',  'K',  'A',                           // magic
+      0x12, 0x00, 0x00, 0x00,                          // ring_order 18
+      0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11,  // socket_id
+      0x02, 0x00, 0x90, 0x1F, 0x00, 0x00, 0x00, 0x00,  // local: AF_INET, 8080, flowinfo
+      0x7F, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,  //   127.0.0.1
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+      0x00, 0x00, 0x00, 0x00,                          //   scope_id
+      0x02, 0x00, 0x42, 0x9C, 0x00, 0x00, 0x00, 0x00,  // peer: AF_INET, 40002, flowinfo
+      0x7F, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,  //   127.0.0.2
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  //
+      0x00, 0x00, 0x00, 0x00,                          //   scope_id
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // reserved
+  };
+  CHECK(EncodeAcceptRecord(SampleAcceptRecord()) == expected);
+  auto d = DecodeAcceptRecord(expected);
+  REQUIRE(d.ok());
+  CHECK(*d == SampleAcceptRecord());
+}
+
+std::string RecordError(const Bytes& b) {
+  auto d = DecodeAcceptRecord(b);
+  if (d.ok()) return "(accepted)";
+  CHECK(d.status().code() == absl::StatusCode::kInvalidArgument);
+  return Text(d.status());
+}
+
+TEST_CASE("an accept record of any other size is rejected", "[protocol]") {
+  const Bytes full = EncodeAcceptRecord(SampleAcceptRecord());
+  for (size_t n = 0; n < full.size(); ++n) {
+    INFO("first " << n << " bytes");
+    CHECK_THAT(RecordError(Bytes(full.begin(), full.begin() + static_cast<ptrdiff_t>(n))),
+               StartsWith("accept: record of " + std::to_string(n) + " bytes, expected 80"));
+  }
+  Bytes longer = full;
+  longer.push_back(0);
+  CHECK_THAT(RecordError(longer), StartsWith("accept: record of 81 bytes"));
+  // A control message is not a record, even one that happens to be 80 bytes long.
+  CHECK_THAT(RecordError(EncodeRequest(1, SampleRequest(MsgType::kStats))),
+             StartsWith("accept: record of 20 bytes"));
+}
+
+TEST_CASE("an accept record with a bad field is rejected naming the field", "[protocol]") {
+  const Bytes good = EncodeAcceptRecord(SampleAcceptRecord());
+  for (size_t i = 0; i < 4; ++i) {
+    Bytes b = good;
+    b[i] ^= 0x20;
+    CHECK_THAT(RecordError(b), StartsWith("accept.magic"));
+  }
+  Bytes control_magic = good;
+  Put32(control_magic, 0, kMagic);
+  CHECK_THAT(RecordError(control_magic), StartsWith("accept.magic: 0x314b5358 is not XSKA"));
+  for (uint32_t o : {0u, kMinRingOrder - 1, kMaxRingOrder + 1, UINT32_MAX}) {
+    Bytes b = good;
+    Put32(b, 4, o);
+    CHECK_THAT(RecordError(b), StartsWith("accept.ring_order: " + std::to_string(o)));
+  }
+  Bytes id = good;
+  Put64(id, 8, 0);
+  CHECK_THAT(RecordError(id), StartsWith("accept.socket_id: 0"));
+  for (size_t i = 0; i < 8; ++i) {
+    Bytes b = good;
+    b[72 + i] = 0x01;
+    CHECK_THAT(RecordError(b), StartsWith("accept.reserved: reserved field"));
+  }
+  for (const auto& [offset, name] : {std::pair<size_t, std::string>{16, "accept.local"},
+                                     std::pair<size_t, std::string>{44, "accept.peer"}}) {
+    for (uint16_t f : {0, AF_UNIX, 0xFFFF}) {
+      Bytes b = good;
+      Put16(b, offset, f);
+      CHECK_THAT(RecordError(b), StartsWith(name + ".family: " + std::to_string(f)));
+    }
+    Bytes flow = good;
+    flow[offset + 4] = 1;
+    CHECK_THAT(RecordError(flow), StartsWith(name + ".flowinfo"));
+    Bytes tail = good;
+    tail[offset + 8 + 4] = 1;
+    CHECK_THAT(RecordError(tail), StartsWith(name + ".addr: bytes 4..15"));
+    Bytes scope = good;
+    scope[offset + 24] = 1;
+    CHECK_THAT(RecordError(scope), StartsWith(name + ".scope_id"));
+  }
+  // Both ends of one TCP connection have the same family.
+  Bytes mixed = good;
+  Put16(mixed, 44, AF_INET6);
+  CHECK_THAT(RecordError(mixed), StartsWith("accept.peer.family: 10 differs from local's 2"));
 }
 
 }  // namespace

@@ -45,6 +45,8 @@ std::vector<Request> SampleRequests() {
       GetSockOptRequest{.socket_id = 13, .level = SOL_SOCKET, .optname = SO_RCVBUF, .optlen = 4},
       AttachRequest{},
       StatsRequest{},
+      BindRequest{.socket_id = 14, .addr = V4(0, 0, 0, 0, 8080)},
+      ListenRequest{.socket_id = 15, .backlog = 128},
   };
 }
 
@@ -72,7 +74,16 @@ std::vector<Reply> SampleReplies() {
                  .connects_failed = 6,
                  .bytes_to_host = 7,
                  .bytes_from_host = uint64_t{1} << 40},
+      BindReply{.err = 0, .addr = LinkLocalV6(40001, 0, 4)},
+      ListenReply{.err = 0},
   };
+}
+
+AcceptRecord SampleAcceptRecord() {
+  return AcceptRecord{.socket_id = 0x1112131415161718,
+                      .ring_order = kDefaultRingOrder,
+                      .local = V4(127, 0, 0, 1, 8080),
+                      .peer = V4(127, 0, 0, 2, 40002)};
 }
 
 }  // namespace xsock::proto::testing

@@ -12,6 +12,8 @@ namespace xsock::proto::testing {
 std::vector<Request> SampleRequests();
 // One successful reply per MsgType, in MsgType order, with non-default values in every field.
 std::vector<Reply> SampleReplies();
+// A valid accept record (AF_INET, both addresses set).
+AcceptRecord SampleAcceptRecord();
 
 // fe80::1 as bytes; an IPv6 address that needs scope_id.
 SockAddr LinkLocalV6(uint16_t port, uint32_t flowinfo, uint32_t scope_id);
