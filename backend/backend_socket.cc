@@ -311,7 +311,9 @@ int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> v
     struct linger applied = l;
     if (l.l_onoff != 0 && l.l_linger > 0) applied = {0, 0};
     if (setsockopt(host_.get(), level, optname, &applied, sizeof(applied)) != 0) return errno;
-    linger_ = l;
+    // As the kernel: turning lingering off keeps the time set before (getsockopt shows it).
+    linger_.l_onoff = l.l_onoff;
+    if (l.l_onoff != 0) linger_.l_linger = l.l_linger;
     linger_recorded_ = true;
     return 0;
   }
@@ -416,6 +418,7 @@ bool BackendSocket::held() const {
 }
 
 void BackendSocket::StartAccepted() {
+  accepted_ = true;
   SetState(SocketState::kConnected);
   dest_ = proto::SockAddr{};
   (void)HostName(host_.get(), ::getpeername, &dest_);
@@ -577,7 +580,7 @@ void BackendSocket::Pass() {
   for (int round = 0; round < 3 && !finished_; ++round) {
     const bool gone = app_gone_;
     // An abortive close (SO_LINGER {1, 0}) moves nothing more: MaybeFinish resets.
-    const bool aborting = app_gone_ && AbortiveClose();
+    const bool aborting = app_gone_ && (AbortiveClose() || NeverAccepted());
     if (state_ == SocketState::kConnected && !rings_corrupt_ && !aborting) {
       if (app_gone_) {
         DiscardHostInput();
@@ -780,6 +783,11 @@ void BackendSocket::MaybeFinish() {
     // SO_LINGER {1, 0}, applied to the host socket: close() discards what is unsent and
     // resets the peer, as the app's close() of a kernel socket would.
     how = "abort";
+  } else if (NeverAccepted()) {
+    // Dropped from a closing listener's queue: the kernel resets such connections.
+    const struct linger abort = {1, 0};
+    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    how = "never_accepted";
   } else if (state_ == SocketState::kConnected && !rings_corrupt_ && !out_dead_ && !host_wr_shut_) {
     const auto fill = OutFill();
     if (fill && *fill > 0) {

@@ -126,6 +126,11 @@ class BackendSocket {
     return linger_recorded_ && linger_.l_onoff != 0 && linger_.l_linger == 0;
   }
   bool LingerExpired();
+  // An accepted connection whose app end went away before any process took it from the
+  // listener channel (the library sets app_accepted when accept() hands it out).
+  bool NeverAccepted() const {
+    return accepted_ && page()->app_accepted.load(std::memory_order_acquire) == 0;
+  }
 
   // The evaluation after every event: pumps, deferred host shutdown, channel drain, finish.
   void Pass();
@@ -186,6 +191,7 @@ class BackendSocket {
   // Set when the app closes with SO_LINGER {1, N > 0}: `out` is flushed until then at most.
   std::optional<std::chrono::steady_clock::time_point> linger_deadline_;
   bool host_rd_shut_ = false;
+  bool accepted_ = false;                   // made by a listener's accept loop
   std::unique_ptr<HostListener> listener_;  // state kListening
   uint64_t progress_ = 0;                   // bumps whenever bytes move or a token is queued
   uint64_t bytes_to_host_ = 0;

@@ -52,6 +52,11 @@ ControlClient::~ControlClient() {
   pthread_mutex_destroy(&mu_);
 }
 
+absl::Status ControlClient::Open() {
+  MutexLock lock(&mu_);
+  return EnsureOpenLocked();
+}
+
 uint64_t ControlClient::generation() {
   MutexLock lock(&mu_);
   return generation_;

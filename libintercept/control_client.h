@@ -64,6 +64,10 @@ class ControlClient {
   // Each new connection gets a new value; 0 means none was ever opened.
   uint64_t generation();
 
+  // Opens the connection now if it is not open (e.g. before chroot() hides xsockd's
+  // socket path). Unavailable if xsockd cannot be reached.
+  absl::Status Open();
+
   // The application is closing or replacing descriptor `fd`; if it is ours, forget it
   // (without closing it: the application's call does that).
   void ForgetIfOurs(int fd);

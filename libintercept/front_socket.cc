@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,7 +28,37 @@ int64_t NowMs() {
 
 bool ValidErrno(int e) { return e > 0 && e < 4096; }
 
+std::atomic<bool> g_restricted{false};
+
+// Restricted mode's read() and write() of the channel. Raw system calls: in libxsock.so
+// libc's read/write are our own hooks, and the channel is the routed descriptor itself.
+ssize_t ChannelRead(int fd, void* p, size_t n) { return syscall(SYS_read, fd, p, n); }
+ssize_t ChannelWrite(int fd, const void* p, size_t n) { return syscall(SYS_write, fd, p, n); }
+
+// poll() of the channel alone, retried on EINTR only when it does not wait. Returns the
+// revents (0: nothing) or -errno.
+int PollChannel(const Syscalls& sys, int fd, short events, int timeout_ms) {
+  for (;;) {
+    pollfd p = {fd, events, 0};
+    const int r = sys.poll(&p, 1, timeout_ms);
+    if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+    if (r == 0) return 0;
+    if (errno != EINTR || timeout_ms != 0) return -errno;
+  }
+}
+
+// Restricted mode writes stuffing in pieces that the kernel queues as one skb each
+// (AF_UNIX splits a send at sk_sndbuf / 2 - 64 bytes, at least 2240 with the channel's
+// minimum SO_SNDBUF). A channel that polls writable holds at most sk_sndbuf / 4, so one
+// such piece is always accepted at once even on a blocking descriptor, where a
+// kStuffChunk could be split in two and the second part sleep until xsockd drains.
+constexpr size_t kRestrictedStuffPiece = 1024;
+static_assert(kRestrictedStuffPiece <= kStuffChunk);
+
 }  // namespace
+
+void EnterRestrictedMode() noexcept { g_restricted.store(true, std::memory_order_release); }
+bool InRestrictedMode() noexcept { return g_restricted.load(std::memory_order_acquire); }
 
 // One of the page's app-side mutexes. A holder that died leaves it EOWNERDEAD: the rings
 // are still consistent (indices are published only after the bytes), so just take over.
@@ -117,7 +148,17 @@ ssize_t IovTotal(const iovec* iov, int iovcnt) {
 uint32_t Clamp32(size_t n) { return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n); }
 
 // What a would-block read finds on the channel: EOF (0), a byte (1), or nothing (-1).
+// Restricted mode cannot peek: poll() tells a byte from nothing, and reports the end of
+// the stream (POLLRDHUP, POLLHUP) without saying whether a byte precedes it; that counts
+// as EOF, after which the callers look at the error word (which xsockd sets before it
+// shuts its end down).
 int ProbeChannel(const Syscalls& sys, int fd) {
+  if (InRestrictedMode()) {
+    const int ev = PollChannel(sys, fd, POLLIN | POLLRDHUP, 0);
+    if (ev <= 0) return -1;
+    if (ev & (POLLHUP | POLLRDHUP | POLLERR)) return 0;
+    return (ev & POLLIN) ? 1 : -1;
+  }
   char b;
   iovec iov = {&b, 1};
   msghdr msg = {};
@@ -166,6 +207,7 @@ void FrontSocket::Open(const Syscalls& sys, const Params& params, FrontSocketPoo
   disconnected_.store(false, std::memory_order_relaxed);
   rcvtimeo_ms_.store(0, std::memory_order_relaxed);
   sndtimeo_ms_.store(0, std::memory_order_relaxed);
+  nonblocking_seen_.store(-1, std::memory_order_relaxed);
   InitRef();
 }
 
@@ -225,8 +267,18 @@ int FrontSocket::WaitFor(int fd, short events, int64_t deadline_ms) {
 
 bool FrontSocket::NonBlocking(int fd, int flags) const {
   if (flags & MSG_DONTWAIT) return true;
+  // Never read (a socket this process got after entering the mode): blocking, the
+  // kernel's default.
+  if (InRestrictedMode()) return nonblocking_seen_.load(std::memory_order_relaxed) == 1;
   const int fl = sys_->fcntl(fd, F_GETFL);
+  if (fl >= 0) nonblocking_seen_.store((fl & O_NONBLOCK) ? 1 : 0, std::memory_order_relaxed);
   return fl < 0 || (fl & O_NONBLOCK) != 0;
+}
+
+void FrontSocket::RefreshNonBlocking(int fd) const {
+  if (InRestrictedMode()) return;
+  const int fl = sys_->fcntl(fd, F_GETFL);
+  if (fl >= 0) nonblocking_seen_.store((fl & O_NONBLOCK) ? 1 : 0, std::memory_order_relaxed);
 }
 
 ssize_t FrontSocket::SendBytes(int fd, const void* p, size_t n, int flags) {
@@ -254,8 +306,9 @@ int FrontSocket::TakePendingError() {
 int FrontSocket::TakeSoError() { return TakePendingError(); }
 
 Result FrontSocket::PipeError(int flags) {
-  // The kernel sends SIGPIPE to the calling thread; raise() does the same.
-  if (!(flags & MSG_NOSIGNAL)) raise(SIGPIPE);
+  // The kernel sends SIGPIPE to the calling thread; raise() does the same (not in
+  // restricted mode: its tgkill would get the process killed by the filter instead).
+  if (!(flags & MSG_NOSIGNAL) && !InRestrictedMode()) raise(SIGPIPE);
   return Result::Err(EPIPE);
 }
 
@@ -293,7 +346,7 @@ void FrontSocket::SyncChannelTimeout(int fd, bool receive, int64_t ms) {
 int FrontSocket::WaitReadable(int fd, bool restartable, WaitClock& clock) {
   const int64_t ms = clock.Next();
   if (ms < 0) return 0;
-  if (!restartable) return WaitFor(fd, POLLIN, ms == 0 ? -1 : NowMs() + ms);
+  if (!restartable || InRestrictedMode()) return WaitFor(fd, POLLIN, ms == 0 ? -1 : NowMs() + ms);
   // A blocking 1-byte MSG_PEEK sleeps until xsockd queues a token (or shuts its end),
   // and takes nothing. Being a socket call, a signal interrupts it exactly as it would
   // interrupt recv() on a TCP socket: restarted by the kernel under SA_RESTART unless the
@@ -314,7 +367,9 @@ int FrontSocket::WaitReadable(int fd, bool restartable, WaitClock& clock) {
 int FrontSocket::WaitWritable(int fd, bool restartable, WaitClock& clock) {
   const int64_t ms = clock.Next();
   if (ms < 0) return 0;
-  if (!restartable) return WaitFor(fd, POLLOUT, ms == 0 ? -1 : NowMs() + ms);
+  if (!restartable || InRestrictedMode()) {
+    return WaitFor(fd, POLLOUT, ms == 0 ? -1 : NowMs() + ms);
+  }
   // The channel is stuffed: a blocking send of one wake byte sleeps until xsockd drains
   // it (which it does once `out` has room), with the kernel's SA_RESTART and SO_SNDTIMEO
   // handling of a socket send. The byte itself is one more wake-up for xsockd, harmless.
@@ -411,6 +466,20 @@ bool FrontSocket::SettleTokenOnEmpty(int fd) {
 
 void FrontSocket::RecvToken(int fd) {
   // xsockd sends the token right after its exchange; if it has not arrived, wait for it.
+  if (InRestrictedMode()) {
+    // Read only once poll() says a byte (or EOF) is there, so a blocking descriptor
+    // never sleeps in read(): the read lock keeps other readers of the token away.
+    for (;;) {
+      const int ev = PollChannel(*sys_, fd, POLLIN, -1);
+      if (ev == -EINTR) continue;
+      if (ev <= 0) return;  // EBADF
+      if (!(ev & POLLIN)) return;  // POLLHUP / POLLERR: xsockd is gone
+      char b;
+      const ssize_t n = ChannelRead(fd, &b, 1);
+      if (n >= 0) return;  // 1: the token; 0: EOF, nothing will come
+      if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return;
+    }
+  }
   for (;;) {
     char b;
     iovec iov = {&b, 1};
@@ -619,6 +688,7 @@ Result FrontSocket::SendLocked(PageLock& lock, int fd, size_t total, int flags, 
 }
 
 Result FrontSocket::Stuff(int fd) {
+  if (InRestrictedMode()) return StuffRestricted(fd);
   static const char kFill[kStuffChunk] = {};
   // With SO_SNDBUF at its minimum one chunk fills the queue; the bound only guards
   // against a channel whose buffer someone enlarged.
@@ -632,7 +702,46 @@ Result FrontSocket::Stuff(int fd) {
   return Result::Ok(0);
 }
 
+Result FrontSocket::StuffRestricted(int fd) {
+  static const char kFill[kRestrictedStuffPiece] = {};
+  // Bounded as Stuff(); each pass writes only into a channel that polls writable.
+  for (int i = 0; i < 64 * static_cast<int>(kStuffChunk / kRestrictedStuffPiece); ++i) {
+    const int ev = PollChannel(*sys_, fd, POLLOUT, 0);
+    if (ev < 0) return Result::Err(-ev);
+    // Peer closed: a write() (it has no MSG_NOSIGNAL) would raise SIGPIPE.
+    if (ev & (POLLHUP | POLLERR)) return Result::Err(EPIPE);
+    if (!(ev & POLLOUT)) return Result::Ok(0);  // stuffed
+    if (ChannelWrite(fd, kFill, sizeof(kFill)) >= 0) continue;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Result::Ok(0);
+    if (errno == EPIPE || errno == ECONNRESET) return Result::Err(EPIPE);
+    return Result::Err(errno);
+  }
+  return Result::Ok(0);
+}
+
+Result FrontSocket::WakeRestricted(int fd) {
+  // xsockd could close between the poll and the write, which then raises SIGPIPE: the
+  // window is a few instructions, and xsockd closes a channel only when it is gone or
+  // the socket is finished.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const int ev = PollChannel(*sys_, fd, POLLOUT, 0);
+    if (ev < 0) return Result::Err(-ev);
+    if (ev & (POLLHUP | POLLERR)) return Result::Err(EPIPE);
+    // Stuffed (`out` is full): the wake is skipped. The stuffing keeps the socket "held"
+    // in xsockd, whose poll tick re-checks `out` and `in` as a wake byte would.
+    if (!(ev & POLLOUT)) return Result::Ok(0);
+    if (ChannelWrite(fd, &kWakeByte, 1) == 1) return Result::Ok(0);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Result::Ok(0);  // as stuffed
+    if (errno == EPIPE || errno == ECONNRESET) return Result::Err(EPIPE);
+    return Result::Err(errno);
+  }
+  return Result::Ok(0);
+}
+
 Result FrontSocket::Wake(int fd) {
+  if (InRestrictedMode()) return WakeRestricted(fd);
   const char b = kWakeByte;
   for (int attempt = 0; attempt < 8; ++attempt) {
     if (SendBytes(fd, &b, 1, MSG_DONTWAIT) == 1) return Result::Ok(0);

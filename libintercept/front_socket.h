@@ -24,6 +24,25 @@ class FrontSocketPool;
 class PageLock;
 struct WaitClock;
 
+// Restricted mode, for a process under a seccomp filter (OpenSSH's pre-authentication
+// sandbox allows little more than read, write, poll and futex, and kills on the rest).
+// Once entered (for good: a filter cannot be removed), every operation on a channel uses
+// only read(), write() and poll(): no sendmsg/recvmsg, no fcntl, no socket options.
+// What changes (docs/channel.md, "Restricted mode"):
+//  * a wake byte is written only if poll() says the channel is writable; through a
+//    stuffed channel it is skipped, and xsockd's poll tick (a stuffed channel keeps the
+//    socket "held") re-checks both rings instead;
+//  * blocking waits are poll(), so a handled signal ends them with EINTR even under
+//    SA_RESTART, and SO_RCVTIMEO / SO_SNDTIMEO are counted here;
+//  * O_NONBLOCK is the value last seen by fcntl(F_GETFL) before the mode was entered
+//    (EnterRestrictedMode's caller refreshes it for every routed descriptor); a later
+//    fcntl(F_SETFL) is not seen;
+//  * EPIPE raises no SIGPIPE (raise() needs tgkill, which such filters forbid).
+// libxsock.so enters it from its prctl(PR_SET_SECCOMP) hook; a program that installs its
+// filter with syscall(SYS_seccomp) is not seen.
+void EnterRestrictedMode() noexcept;
+bool InRestrictedMode() noexcept;
+
 class FrontSocket final : public RefCounted {
  public:
   struct Params {
@@ -73,6 +92,9 @@ class FrontSocket final : public RefCounted {
   bool ExchangeConnectReported() { return connect_reported_.exchange(true); }
 
   SocketState state() const;
+  // Reads fd's O_NONBLOCK (fcntl) into the cache restricted mode answers from. Not in
+  // restricted mode.
+  void RefreshNonBlocking(int fd) const;
   // SO_ERROR: the pending error (positive errno), cleared by reading it.
   int TakeSoError();
 
@@ -137,6 +159,9 @@ class FrontSocket final : public RefCounted {
   // Puts SO_RCVTIMEO / SO_SNDTIMEO of the channel at `ms` (0: none) unless it is there.
   void SyncChannelTimeout(int fd, bool receive, int64_t ms);
   ssize_t SendBytes(int fd, const void* p, size_t n, int flags);
+  // Restricted mode: Wake and Stuff with poll() and write() only.
+  Result WakeRestricted(int fd);
+  Result StuffRestricted(int fd);
 
   const Syscalls* sys_ = nullptr;
   FrontSocketPool* pool_ = nullptr;
@@ -161,6 +186,9 @@ class FrontSocket final : public RefCounted {
   // What the channel's own SO_RCVTIMEO / SO_SNDTIMEO were last set to (-1: unknown).
   std::atomic<int64_t> channel_rcvtimeo_ms_{-1};
   std::atomic<int64_t> channel_sndtimeo_ms_{-1};
+  // O_NONBLOCK of the descriptor as last read with fcntl: 1, 0, or -1 (never read). Only
+  // restricted mode, which cannot call fcntl, answers from it.
+  mutable std::atomic<int> nonblocking_seen_{-1};
 };
 
 // Type-stable storage for FrontSocket: objects are recycled, never freed, so a

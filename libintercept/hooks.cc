@@ -229,6 +229,11 @@ extern "C" XSOCK_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int 
   return Accept(fd, addr, len, flags, /*is_accept4=*/true);
 }
 
+extern "C" XSOCK_EXPORT int chroot(const char* path) XSOCK_SAME_SPEC(chroot, (path)) {
+  if (Interceptor* core = CoreIfCreated()) Guard([&] { core->BeforeChroot(); });
+  return XSOCK_REAL(chroot)(path);
+}
+
 extern "C" XSOCK_EXPORT int close(int fd) XSOCK_SAME_SPEC(close, (fd)) {
   if (Interceptor* core = CoreIfCreated())
     return ToLibc<int>(Guard([&] { return core->Close(fd); }));

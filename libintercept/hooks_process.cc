@@ -182,8 +182,8 @@ int Execvpe(const char* file, char* const argv[], char* const envp[]) {
 
 // ---- Descriptors inherited or received ------------------------------------------------
 
-// xsockd's pid as seen here, from a short-lived control connection of its own (the core's
-// connection is not reachable from here, and this runs only when a candidate exists).
+// xsockd's pid as seen here: from the core's control connection if the core exists, else
+// from a short-lived connection of its own (this runs only when a candidate exists).
 // Cached while that process lives (a restarted xsockd has another pid), so a program
 // that keeps receiving other programs' socketpairs asks once, not per message.
 std::atomic<pid_t> g_server_pid{0};
@@ -191,6 +191,14 @@ std::atomic<pid_t> g_server_pid{0};
 Result ServerPid() {
   const pid_t cached = g_server_pid.load(std::memory_order_relaxed);
   if (cached > 0 && (kill(cached, 0) == 0 || errno == EPERM)) return Result::Ok(cached);
+  // A process that already talks to xsockd asks on that connection: after chroot() the
+  // socket path may be out of reach (vsftpd's session receives its data sockets there).
+  if (Interceptor* core = HookCoreIfCreated()) {
+    if (auto pid = core->ServerPid(); pid.ok() && *pid > 0) {
+      g_server_pid.store(*pid, std::memory_order_relaxed);
+      return Result::Ok(*pid);
+    }
+  }
   ControlClient probe(RealSyscalls(), InterceptorConfig::FromEnvironment().socket_path);
   auto pid = probe.ServerPid();
   if (!pid.ok() || *pid <= 0) return Result::Err(ECONNREFUSED);

@@ -278,8 +278,6 @@ FrontSocket* Interceptor::NewListener(uint64_t socket_id, int domain) {
   page->ring_order = kMinRingOrder;
   page->socket_id = socket_id;
   page->state.store(static_cast<uint32_t>(SocketState::kListening));
-  page->in_error.value.store(-ENOTCONN);
-  page->out_error.value.store(-EPIPE);
   FrontSocket* s = pool_.Take();
   if (s == nullptr) {
     munmap(base, size);
@@ -378,7 +376,11 @@ Result Interceptor::Accept(FrontSocket& s, int fd, sockaddr* addr, socklen_t* le
                                  c.record.local.family != 0 ? c.record.local.family : s.domain(),
                                  /*init_locks=*/true, /*generation=*/0);
   if (!r.ok()) return r;
-  if (FdRef ns = table_.Find(c.channel)) ns.as<FrontSocket>()->ExchangeConnectReported();
+  if (FdRef ns = table_.Find(c.channel)) {
+    FrontSocket& a = *ns.as<FrontSocket>();
+    a.ExchangeConnectReported();
+    a.page()->app_accepted.store(1, std::memory_order_release);
+  }
   if (addr != nullptr) {
     sockaddr_storage ss;
     const socklen_t n = proto::ToSockaddr(c.record.peer, &ss);
@@ -392,7 +394,10 @@ Result Interceptor::AdoptInherited(int fd) {
   if (table_.Contains(fd)) return Result::Ok(0);
   const int fds[] = {fd};
   auto r = control_.Call(proto::AttachRequest{}, fds);
-  if (!r.ok()) return Result::Err(ENOTCONN);
+  if (!r.ok()) {
+    Log(absl::StrCat("xsock: cannot adopt inherited socket ", fd, ": ", r.status().message()));
+    return Result::Err(ENOTCONN);
+  }
   const auto& reply = std::get<proto::AttachReply>(r->reply);
   if (reply.err != 0) return Result::Err(reply.err);
   // The reply does not say the family; the bound address does.
@@ -516,6 +521,13 @@ void Interceptor::AfterTcpSocket(int fd) {
   AfterNewDescriptor(fd);
   epoll_.Take(fd);  // a stale candidate of the same number
   if (!routes_.empty()) epoll_.MarkCandidate(fd);
+}
+
+void Interceptor::BeforeChroot() {
+  if (absl::Status st = control_.Open(); !st.ok()) {
+    Log(absl::StrCat("xsock: before chroot: ", st.message(),
+                     "; routed sockets will not work inside the chroot"));
+  }
 }
 
 void Interceptor::AfterForkChild() {

@@ -91,6 +91,12 @@ class Interceptor {
   // for every other request, which then goes to the channel (FIONBIO, ...).
   bool Ioctl(FrontSocket& s, int fd, unsigned long request, void* arg, Result* out);
 
+  // Before chroot(): xsockd's socket path may not be reachable afterwards, so a process
+  // that routes (or may be handed routed sockets) connects now and keeps the connection.
+  void BeforeChroot();
+  // xsockd's pid, from this process's control connection (opened if needed).
+  absl::StatusOr<pid_t> ServerPid() { return control_.ServerPid(); }
+
   // pthread_atfork child handler.
   void AfterForkChild();
 

@@ -73,6 +73,10 @@ struct SocketPage {
   alignas(64) std::atomic<uint32_t> in_token;         // a readiness token is queued for the app
   alignas(64) std::atomic<uint32_t> out_data_wanted;  // xsockd sleeps until out has data
   alignas(64) std::atomic<uint32_t> in_room_wanted;   // xsockd sleeps until in has room
+  // App writes 1 when accept() hands an accepted connection to the application. xsockd
+  // closes a connection whose app end went away before that with a reset, as the kernel
+  // does for connections still queued on a listener that closes.
+  alignas(64) std::atomic<uint32_t> app_accepted;
 
   // App side only (xsockd never touches them): serialise the app's processes and threads
   // that share the consumer (read) or producer (write) role. Process-shared, robust.

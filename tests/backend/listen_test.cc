@@ -127,6 +127,8 @@ Accepted ReceiveRecord(int channel, int timeout_ms = kTimeoutMs, std::string* wh
   a.record = *rec;
   a.app = std::make_unique<AppSocket>(std::move(fds[0]), std::move(fds[1]), rec->socket_id,
                                       rec->ring_order);
+  // As the library's accept(): the connection is the application's now.
+  a.app->page()->app_accepted.store(1, std::memory_order_release);
   return a;
 }
 
@@ -458,12 +460,14 @@ TEST_CASE("closing the listener channel closes the host listener and frees queue
   l.channel.reset();
   CHECK(Eventually([&] { return SocketsNow(ctl) == baseline; }));
   CHECK_FALSE(log.WaitFor({"event=listener_closed", "accepted=3"}).empty());
-  // Their peers see the end of the stream, and the port no longer accepts.
+  // Never accepted by the app: their peers are reset, as by a kernel listener's close, and
+  // the port no longer accepts.
   for (auto& c : clients) {
     int err = -1;
     RecvToEof(c.get(), &err);
-    CHECK((err == 0 || err == ECONNRESET));
+    CHECK(err == ECONNRESET);
   }
+  CHECK_FALSE(log.WaitFor({"event=socket_closed", "close=never_accepted"}).empty());
   CHECK_FALSE(KernelConnect(l.addr).valid());
 }
 
@@ -627,6 +631,19 @@ TEST_CASE("SO_LINGER {1, 0}: the app's close resets the host peer", "[backend][l
   req.socket_id = app->id();
   req.level = SOL_SOCKET;
   req.optname = SO_LINGER;
+  // As the kernel: {0, 0} after {1, 7} turns lingering off but keeps the time.
+  for (const struct linger l : {linger{1, 7}, linger{0, 0}}) {
+    req.value.resize(sizeof(l));
+    std::memcpy(req.value.data(), &l, sizeof(l));
+    REQUIRE(ctl.CallAs<proto::SetSockOptReply>(req).err == 0);
+  }
+  const auto off = ctl.CallAs<proto::GetSockOptReply>(
+      proto::GetSockOptRequest{app->id(), SOL_SOCKET, SO_LINGER, sizeof(struct linger)});
+  REQUIRE(off.value.size() == sizeof(struct linger));
+  struct linger seen = {};
+  std::memcpy(&seen, off.value.data(), sizeof(seen));
+  CHECK(seen.l_onoff == 0);
+  CHECK(seen.l_linger == 7);
   const struct linger abort = {1, 0};
   req.value.resize(sizeof(abort));
   std::memcpy(req.value.data(), &abort, sizeof(abort));

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The client half of the FTP servers' tests (vsftpd.sh, proftpd.sh), sourced after
 # lib.sh: curl on the host drives an anonymous session against a server in the isolated
 # namespace, in passive mode only (the server binds and listens a data port on the address
@@ -16,7 +17,7 @@
 ftp_curl() {
   local what=$1; shift
   local -n _logs=$1; shift
-  on_host timeout -k 5 60 curl --noproxy '*' -sS --max-time 50 --ftp-pasv "$@" \
+  on_host timeout -k 5 40 curl --noproxy '*' -sS --max-time 30 --ftp-pasv "$@" \
     >>"$WORK/curl.out" 2>>"$WORK/curl.err"
   local rc=$?
   [[ $rc -eq 0 ]] || fail_with_logs "$what: curl exited $rc" "$WORK/curl.err" "${_logs[@]}"
@@ -36,8 +37,9 @@ ftp_round_trip() {
   expect_same_file "upload (PASV), as stored by the server" "$WORK/up-pasv.bin" "$server_dir/up-pasv.bin"
 
   ftp_curl "list of /pub/" logs --list-only -o "$WORK/list.out" "$url/"
-  grep -qx 'up-epsv.bin' "$WORK/list.out" && grep -qx 'up-pasv.bin' "$WORK/list.out" ||
+  if ! grep -qx 'up-epsv.bin' "$WORK/list.out" || ! grep -qx 'up-pasv.bin' "$WORK/list.out"; then
     fail_with_logs "the listing of /pub/ lacks the uploaded files" "$WORK/list.out" "${logs[@]}"
+  fi
   log "list of /pub/: $(tr '\n' ' ' <"$WORK/list.out")"
 
   ftp_curl "download (PASV)" logs --disable-epsv -o "$WORK/down-epsv.bin" "$url/up-epsv.bin"

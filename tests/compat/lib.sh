@@ -261,7 +261,8 @@ compat_cleanup() {
   [[ ${#all[@]} -gt 0 ]] && kill -KILL "${all[@]}" 2>/dev/null
   # XSOCK_COMPAT_KEEP=DIR: keep the logs and traces (files under 10 MiB) for diagnosis.
   if [[ -n ${XSOCK_COMPAT_KEEP:-} ]]; then
-    local keep=$XSOCK_COMPAT_KEEP/$(basename "$WORK")
+    local keep
+    keep=$XSOCK_COMPAT_KEEP/$(basename "$WORK")
     mkdir -p "$keep" && (cd "$WORK" && find . -type f -size -10M -exec cp --parents {} "$keep" \;)
     echo "$TEST_NAME: logs kept in $keep"
   fi

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Samba (Debian's smbd, unmodified) in the isolated namespace: a standalone server with a
 # private smb.conf (every lock/state/cache/private/pid directory in the work directory),
-# one guest-writable share, `smb ports = 23445`, listening on 0.0.0.0:23445 through
-# xsockd (XSOCK_ROUTE 0.0.0.0/0:23445; its [::]:23445 listener stays in the empty
-# namespace). smbd forks a child per connection that serves it over SMB2/3. From the host,
-# smbclient (its own client config) puts a 20 MiB random file, lists the share and gets
-# the file back: the stored copy and the fetched copy must have the file's sha256.
+# one guest-writable share, `smb ports = 23445`. smbd binds both 0.0.0.0:23445 and
+# [::]:23445 (IPV6_V6ONLY), both through xsockd (XSOCK_ROUTE 0.0.0.0/0:23445 and
+# [::]/0:23445), and forks a child per connection that serves it over SMB2/3. From the
+# host, smbclient (its own client config) puts a 20 MiB random file over 127.0.0.1, lists
+# the share and gets the file back over [::1]: the stored copy and the fetched copy must
+# have the file's sha256.
 source "$(dirname "$0")/lib.sh"
 require_root_and_netns
 require_programs smbd smbclient
@@ -70,7 +71,7 @@ on_host testparm -s "$s/smb.conf" >"$WORK/testparm.out" 2>&1 ||
 make_random_file "$WORK/up.bin" "$mib"
 
 compat_start_xsockd
-ROUTE="0.0.0.0/0:$port,127.0.0.0/8"
+ROUTE="0.0.0.0/0:$port,[::]/0:$port,127.0.0.0/8"
 # setsid: smbd's parent signals its process group when it stops, which would otherwise
 # include this script (--no-process-group keeps it from making its own).
 start_ns smbd setsid smbd --foreground --no-process-group --debug-stdout -s "$s/smb.conf"
@@ -79,12 +80,13 @@ logs=("$WORK/smbd.log" "$s/log/smbd.log")
 wait_listening "$port" "$pid" 30
 counters before
 
-# smb CMDS OUT: one smbclient session as guest on the host, bounded.
+# smb CMDS OUT [HOST]: one smbclient session as guest on the host (to 127.0.0.1 unless
+# HOST says otherwise), bounded.
 smb() {
-  on_host timeout -k 5 60 smbclient "//127.0.0.1/share" -p "$port" -N -s "$WORK/client/smb.conf" \
-    -c "$1" >"$2" 2>&1
+  on_host timeout -k 5 60 smbclient "//${3:-127.0.0.1}/share" -p "$port" -N \
+    -s "$WORK/client/smb.conf" -c "$1" >"$2" 2>&1
   local rc=$?
-  [[ $rc -eq 0 ]] || fail_with_logs "smbclient -c '$1' exited $rc" "$2" "${logs[@]}"
+  [[ $rc -eq 0 ]] || fail_with_logs "smbclient //${3:-127.0.0.1}/share -c '$1' exited $rc" "$2" "${logs[@]}"
 }
 
 smb "put $WORK/up.bin up.bin" "$WORK/put.out"
@@ -95,8 +97,8 @@ grep -qE "^ +up\.bin +A +$((mib * 1024 * 1024)) " "$WORK/ls.out" ||
   fail_with_logs "the share's listing does not show up.bin with its size" "$WORK/ls.out"
 log "ls: $(grep -E 'up\.bin' "$WORK/ls.out" | tr -s ' ')"
 
-smb "get up.bin $WORK/down.bin" "$WORK/get.out"
-expect_same_file "get" "$WORK/up.bin" "$WORK/down.bin"
+smb "get up.bin $WORK/down.bin" "$WORK/get.out" ::1
+expect_same_file "get over [::1]" "$WORK/up.bin" "$WORK/down.bin"
 
 kill -0 "$pid" 2>/dev/null || fail_with_logs "smbd died" "${logs[@]}"
 # Both directions went through xsockd (nothing else can leave the namespace).

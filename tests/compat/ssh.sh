@@ -50,9 +50,10 @@ LogLevel VERBOSE
 EOF
 }
 
+# SSH_LOGLEVEL=DEBUG in the environment makes the clients verbose (diagnosis).
 client_opts=(-F /dev/null -i "$WORK/id" -o IdentitiesOnly=yes -o BatchMode=yes
              -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-             -o ConnectTimeout=15 -o LogLevel=${SSH_LOGLEVEL:-ERROR})
+             -o ConnectTimeout=15 -o "LogLevel=${SSH_LOGLEVEL:-ERROR}")
 
 make_random_file "$WORK/up.bin" "$size_mib"
 make_random_file "$WORK/down.bin" "$size_mib"
@@ -68,6 +69,7 @@ check_session() {
     fail_with_logs "$where: the session did not run in sshd's namespace ($want_ns)" "$out"
   log "$where: ssh ran the command: $(tr '\n' ' ' <"$out")"
 }
+# shellcheck disable=SC2016  # expanded by the remote shell, not here
 remote_cmd='echo "xsock compat $((6 * 7))"; echo "netns $(readlink /proc/self/ns/net)"'
 
 compat_start_xsockd

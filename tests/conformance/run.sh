@@ -8,15 +8,17 @@
 #                 is not deterministic and must be fixed before it can judge xsock)
 #   --keep DIR    keep every run's output under DIR
 #
-# meson passes CONFORM, XSOCKD, XSOCK_LIB, XSOCK_STATS. Prints one line per scenario,
-# PASS / FAIL / EXCEPTION, then a summary; exits 1 on any FAIL.
+# meson passes CONFORM, XSOCKD, XSOCK_LIB, XSOCK_STATS. CONFORM_EXCEPTIONS names another
+# exceptions file (what-if analyses; default: EXCEPTIONS.md next to this script).
+# Prints one line per scenario, PASS / FAIL / EXCEPTION, then a digest of the failures and
+# a summary; exits 1 on any FAIL.
 # shellcheck disable=SC2034  # read by lib.sh
 LIB_REQUIRED="XSOCKD XSOCK_LIB XSOCK_STATS CONFORM"
 # shellcheck source=../integration/lib.sh disable=SC1091
 source "$(dirname "$0")/../integration/lib.sh"
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-EXCEPTIONS_FILE=$HERE/EXCEPTIONS.md
+EXCEPTIONS_FILE=${CONFORM_EXCEPTIONS:-$HERE/EXCEPTIONS.md}  # override: what-if analyses
 PROC_TIMEOUT=15      # seconds for each app/peer process
 BUDGET=170           # seconds for the whole suite; scenarios left over count as failures
 SELF_CHECK=0
@@ -212,12 +214,22 @@ for name in "${selected[@]}"; do
       show_stderr "$base_label" "$dir/$base_label"
       show_stderr "$other_label" "$dir/$other_label"
       failed+=("$name")
+      # meson shows only the end of a long log: a digest of every failure goes there too.
+      {
+        echo "$name${problem:+ ($problem)}:"
+        diff "$dir/$base_label.txt" "$dir/$other_label.txt" | grep -E '^[<>]' |
+          sed -e "s/^< /  $base_label: /" -e "s/^> /  $other_label: /" | head -n 6
+      } >>"$WORK/digest"
       ;;
   esac
 done
 
 if [[ -n $KEEP ]]; then
   mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/ && echo "outputs kept in $KEEP"
+fi
+if [[ -s $WORK/digest ]]; then
+  echo "---- digest of the failures (differing lines, at most 6 each; full diffs above) ----"
+  cat "$WORK/digest"
 fi
 for n in "${unneeded[@]}"; do
   echo "note: $n passes without its EXCEPTIONS.md entries; remove them"
