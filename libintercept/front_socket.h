@@ -28,7 +28,7 @@ struct WaitClock;
 // sandbox allows little more than read, write, poll and futex, and kills on the rest).
 // Once entered (for good: a filter cannot be removed), every operation on a channel uses
 // only read(), write() and poll(): no sendmsg/recvmsg, no fcntl, no socket options.
-// What changes (docs/channel.md, "Restricted mode"):
+// What changes (docs/channel.md, "Restricted mode (seccomp sandboxes)"):
 //  * a wake byte is written only if poll() says the channel is writable; through a
 //    stuffed channel it is skipped, and xsockd's poll tick (a stuffed channel keeps the
 //    socket "held") re-checks both rings instead;

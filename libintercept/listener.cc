@@ -43,7 +43,9 @@ Result ReceiveAccepted(const Syscalls& sys, int fd, AcceptedConnection* out) {
       fds.push_back(v);
     }
   }
-  if (n == 0 && fds.empty()) return Result::Err(ECONNABORTED);  // xsockd is gone
+  // End of the channel: the listener was shut down (shutdown(SHUT_RD) on a listening TCP
+  // socket makes accept() fail with EINVAL), or xsockd went away.
+  if (n == 0 && fds.empty()) return Result::Err(EINVAL);
   if (msg.msg_flags & MSG_CTRUNC) {
     CloseAll(sys, fds);
     return Result::Err(EMFILE);

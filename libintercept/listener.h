@@ -23,7 +23,8 @@ struct AcceptedConnection {
 // and SO_RCVTIMEO behaviour). A record that is malformed, or arrives without exactly its
 // two descriptors, is dropped with everything that came with it: ECONNABORTED, or EMFILE
 // if the kernel could not install the descriptors (MSG_CTRUNC). The channel at end of
-// stream (xsockd went away) also gives ECONNABORTED.
+// stream (listener shut down, or xsockd went away) gives EINVAL, as accept() on a TCP
+// socket that no longer listens.
 Result ReceiveAccepted(const Syscalls& sys, int fd, AcceptedConnection* out);
 
 // Fills the listener channel's send queue (with SO_SNDBUF at its minimum) so the

@@ -11,14 +11,9 @@
 // Prints "sent N bytes, received N bytes, hash ok" and exits 0; any failure exits 1 with
 // a reason; death by SIGSYS means the preload library made a forbidden call.
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <poll.h>
-#include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +23,7 @@
 #include <vector>
 
 #include "tests/programs/common.h"
+#include "tests/programs/sandbox_filter.h"
 
 namespace {
 
@@ -50,63 +46,8 @@ void Say(const std::string& s) {
   _exit(1);
 }
 
-#if defined(__x86_64__)
-constexpr uint32_t kArch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-constexpr uint32_t kArch = AUDIT_ARCH_AARCH64;
-#else
-#error "add this architecture's AUDIT_ARCH"
-#endif
-
-// The filter, as OpenSSH builds its own: check the architecture, then one comparison per
-// allowed system call.
-std::vector<sock_filter> BuildFilter() {
-  std::vector<sock_filter> f;
-  auto stmt = [&](uint16_t code, uint32_t k) { f.push_back(BPF_STMT(code, k)); };
-  auto allow = [&](long nr) {
-    f.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1));
-    stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-  };
-  auto deny = [&](long nr, int err) {
-    f.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1));
-    stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<uint32_t>(err) & SECCOMP_RET_DATA));
-  };
-  stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch));
-  f.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0));
-  stmt(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-  stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr));
-#ifdef __NR_open
-  deny(__NR_open, EACCES);
-#endif
-  deny(__NR_openat, EACCES);
-#ifdef __NR_stat
-  deny(__NR_stat, EACCES);
-#endif
-  deny(__NR_newfstatat, EACCES);
-  deny(__NR_fstat, EACCES);
-  for (long nr : {
-           long{__NR_read}, long{__NR_write}, long{__NR_close}, long{__NR_exit},
-           long{__NR_exit_group}, long{__NR_futex}, long{__NR_brk}, long{__NR_mmap},
-           long{__NR_munmap}, long{__NR_mremap}, long{__NR_madvise}, long{__NR_clock_gettime},
-           long{__NR_gettimeofday}, long{__NR_clock_nanosleep}, long{__NR_nanosleep},
-           long{__NR_getpid}, long{__NR_gettid}, long{__NR_getrandom}, long{__NR_rt_sigprocmask},
-           long{__NR_shutdown}, long{__NR_ppoll}, long{__NR_pselect6}, long{__NR_restart_syscall},
-           long{__NR_rt_sigreturn},
-#ifdef __NR_poll
-           long{__NR_poll},
-#endif
-#ifdef __NR_select
-           long{__NR_select},
-#endif
-       }) {
-    allow(nr);
-  }
-  stmt(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-  return f;
-}
-
 void Confine() {
-  std::vector<sock_filter> f = BuildFilter();
+  std::vector<sock_filter> f = xsock::testprog::SandboxFilter();
   sock_fprog prog = {static_cast<unsigned short>(f.size()), f.data()};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail("PR_SET_NO_NEW_PRIVS: " + ErrnoName(errno));
   // libc's prctl, as OpenSSH calls it: the preload library sees this one.
