@@ -13,6 +13,7 @@
 #include "backend/errors.h"
 #include "backend/log.h"
 #include "backend/sockopt_policy.h"
+#include "backend/unix_diag.h"
 
 namespace xsock::backend {
 namespace {
@@ -185,6 +186,8 @@ int BackendSocket::Connect(const proto::SockAddr& addr) {
   }
   host_watched_ = true;
   if (err == 0) {
+    // Connected() drains the stuffing before the reply: connect() must return a writable
+    // descriptor, and the channel's own event may still be queued behind this request.
     Connected();
     Pass();
     return 0;
@@ -321,6 +324,16 @@ int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> v
       0) {
     return errno;
   }
+  if (level == SOL_SOCKET && optname == SO_RCVLOWAT) {
+    // xsockd must keep pulling whatever arrives (the library applies the mark to what `in`
+    // holds), so the host socket keeps the default; the value the kernel made of the
+    // app's (capped, 0 -> 1) is read back first and reported by getsockopt.
+    int lowat = 1;
+    socklen_t len = sizeof(lowat);
+    if (getsockopt(host_.get(), level, optname, &lowat, &len) == 0) rcvlowat_ = lowat;
+    const int one = 1;
+    setsockopt(host_.get(), level, optname, &one, sizeof(one));
+  }
   return 0;
 }
 
@@ -332,6 +345,12 @@ int BackendSocket::GetSockOpt(int level, int optname, uint32_t optlen,
     value->assign(
         reinterpret_cast<const uint8_t*>(&linger_),
         reinterpret_cast<const uint8_t*>(&linger_) + std::min<size_t>(optlen, sizeof(linger_)));
+    return 0;
+  }
+  if (level == SOL_SOCKET && optname == SO_RCVLOWAT && rcvlowat_) {
+    value->assign(reinterpret_cast<const uint8_t*>(&*rcvlowat_),
+                  reinterpret_cast<const uint8_t*>(&*rcvlowat_) +
+                      std::min<size_t>(optlen, sizeof(*rcvlowat_)));
     return 0;
   }
   uint8_t buf[proto::kMaxOptLen];
@@ -351,9 +370,15 @@ void BackendSocket::OnChannelEvent(uint32_t events) {
     return;
   }
   channel_dirty_ = true;
-  // The app's last reference is gone (HUP), or the app shut its end so that it can never
-  // wake us again (RDHUP): either way nobody drives this socket any more.
-  if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) app_gone_ = true;
+  if (channel_shut_) {
+    // Our own shutdown raised HUP for good; the release of the app's end still wakes us
+    // (edge-triggered: every wake is an event), and sock_diag tells whether it happened.
+    if (AppEndReleased()) app_gone_ = true;
+  } else if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
+    // The app's last reference is gone (HUP), or the app shut its end so that it can never
+    // wake us again (RDHUP): either way nobody drives this socket any more.
+    app_gone_ = true;
+  }
   RecheckToken();
   Pass();
 }
@@ -373,14 +398,33 @@ void BackendSocket::OnHostEvent(uint32_t events) {
     if (err == 0 && (events & EPOLLERR)) err = ECONNABORTED;
     if (err == 0) {
       Connected();
+    } else if (err == ECONNRESET || err == EPIPE) {
+      // Established, then reset before we looked: the kernel's connect() succeeds and the
+      // reset is for the reads and writes that follow.
+      Connected();
+      HostError(err, "connect");
     } else {
       ConnectFailed(err);
     }
   } else {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) host_readable_ = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) host_writable_ = true;
+    // After the host's FIN nothing reads the host socket any more, so a later reset would
+    // go unnoticed and the app's writes would vanish: look at the error now.
+    if (in_done_ && (events & (EPOLLERR | EPOLLHUP))) CheckErrorAfterEof(events);
   }
   Pass();
+}
+
+void BackendSocket::CheckErrorAfterEof(uint32_t events) {
+  if (out_dead_ || state_ != SocketState::kConnected || !host_.valid()) return;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(host_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  // HUP after our own SHUT_WR is the ordinary end of both directions; without it (or with
+  // ERR) the connection was reset. The kernel reports EPIPE for a reset in CLOSE_WAIT.
+  if (err == 0 && ((events & EPOLLERR) || !host_wr_shut_)) err = EPIPE;
+  if (err != 0) HostError(err, "after_eof");
 }
 
 bool BackendSocket::CheckHangUp() {
@@ -391,6 +435,11 @@ bool BackendSocket::CheckHangUp() {
     return true;
   }
   if (!channel_.valid() || app_gone_) return false;
+  if (channel_shut_) {
+    if (!AppEndReleased()) return false;
+    OnChannelEvent(EPOLLHUP);
+    return true;
+  }
   pollfd p = {channel_.get(), POLLRDHUP, 0};
   if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLHUP | POLLRDHUP | POLLERR))) return false;
   OnChannelEvent(EPOLLHUP);
@@ -404,6 +453,7 @@ bool BackendSocket::OnPollTick() {
     return moved;
   }
   const uint64_t before = progress_;
+  if (diag_retry_ && channel_shut_ && !app_gone_ && AppEndReleased()) app_gone_ = true;
   RecheckToken();
   Pass();
   return progress_ != before;
@@ -414,6 +464,7 @@ bool BackendSocket::held() const {
   if (listener_) return listener_->held();
   // Lingering: the deadline is checked on the poll tick.
   if (linger_deadline_) return true;
+  if (diag_retry_ && !app_gone_) return true;
   return !app_gone_ && state_ == SocketState::kConnected && channel_dirty_;
 }
 
@@ -438,6 +489,10 @@ void BackendSocket::StartAccepted() {
 
 void BackendSocket::Connected() {
   SetState(SocketState::kConnected);
+  // The stuffing goes at once: an app that sees the new state (the library polls it while
+  // connecting) must find the descriptor writable, so nothing else comes in between.
+  channel_dirty_ = true;
+  MaybeDrainChannel();
   // Readiness edges that came while connecting were consumed by the completion event.
   host_readable_ = true;
   host_writable_ = true;
@@ -546,12 +601,32 @@ void BackendSocket::RecheckToken() {
 void BackendSocket::FinishIn(int32_t error) {
   if (in_done_) return;
   in_done_ = true;
+  // If `out` is over too, the socket is finished both ways. Decided (sock_diag lookup)
+  // before anything is published, so that the token, the shutdown and the drain follow
+  // each other at once: the app should see IN, HUP and OUT together, as on TCP.
+  const bool both = !channel_wr_shut_ && OutOver() && CanShutChannel();
   in_.SetError(error);  // after the last data byte (release)
   SignalIn();
+  // The stuffing goes right before the shutdown: an app woken by the token or by the
+  // drain should find the descriptor writable and finished at once, as TCP shows it. The
+  // two steps cannot be one; the gap is kept to one recv (a short read: queue empty).
+  if (both && channel_dirty_ && state_ != SocketState::kIdle &&
+      state_ != SocketState::kConnecting) {
+    thread_local char buf[64 << 10];
+    for (int i = 0; i < 16; ++i) {
+      const ssize_t n = recv(channel_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+      if (n < static_cast<ssize_t>(sizeof(buf)) && !(n < 0 && errno == EINTR)) break;
+    }
+    // Whatever is left (or came since) is drained by the pass that follows.
+  }
   if (!channel_wr_shut_) {
     // From now on the app end reads EOF after the token: readable for good.
-    ::shutdown(channel_.get(), SHUT_WR);
+    ::shutdown(channel_.get(), both ? SHUT_RDWR : SHUT_WR);
     channel_wr_shut_ = true;
+    if (both) {
+      channel_shut_ = true;
+      Log(LogLevel::kDebug, "event=channel_shut {}", Who());
+    }
   }
 }
 
@@ -579,8 +654,10 @@ void BackendSocket::Pass() {
   if (listener_) return;
   for (int round = 0; round < 3 && !finished_; ++round) {
     const bool gone = app_gone_;
-    // An abortive close (SO_LINGER {1, 0}) moves nothing more: MaybeFinish resets.
-    const bool aborting = app_gone_ && (AbortiveClose() || NeverAccepted());
+    NoteUnreadOnClose();
+    // An abortive close (SO_LINGER {1, 0}, or unread data) moves nothing more: MaybeFinish
+    // resets.
+    const bool aborting = app_gone_ && (AbortiveClose() || NeverAccepted() || unread_on_close_);
     if (state_ == SocketState::kConnected && !rings_corrupt_ && !aborting) {
       if (app_gone_) {
         DiscardHostInput();
@@ -593,6 +670,9 @@ void BackendSocket::Pass() {
     // Bytes in `out` that can never be sent (after an error, or written after SHUT_WR) are
     // consumed, so `out` never stays full and the app end never stays unwritable.
     if (out_dead_ || host_wr_shut_) DiscardOut();
+    // `out` ended last (the app's SHUT_WR carried out): shut our end now. (`in` ending last
+    // is handled inside FinishIn, where the stuffing goes first.)
+    MaybeShutChannel();
     const bool drained = MaybeDrainChannel();
     MaybeFinish();
     if (drained) {
@@ -694,6 +774,11 @@ void BackendSocket::PumpOut() {
     const int err = n < 0 ? errno : EIO;
     Log(LogLevel::kInfo, "event=send_failed {} dst={} errno={}", Who(), proto::ToString(dest_),
         ErrnoName(err));
+    if (in_done_) {
+      // Nothing reads the host socket any more (EOF came first): report the error here.
+      HostError(err, "send");
+      return;
+    }
     FailOut(-err);
     // A reset also fails the next read; make sure it is looked at.
     host_readable_ = true;
@@ -758,12 +843,53 @@ bool BackendSocket::DrainChannel() {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n == 0 || errno != EAGAIN) app_gone_ = true;  // EOF or ECONNRESET: app end closed
+    // EOF or ECONNRESET: app end closed (unless the EOF is our own SHUT_RD).
+    if (!channel_shut_ && (n == 0 || errno != EAGAIN)) app_gone_ = true;
     channel_dirty_ = false;
     return read_any;
   }
   // Bytes are left: stay dirty; held() makes the daemon come back.
   return read_any;
+}
+
+void BackendSocket::MaybeShutChannel() {
+  if (channel_shut_) return;
+  // `in` is over (its error word and the token are queued, our end shut for writing) and
+  // so is `out` (failed, or the app's SHUT_WR carried out). Stuffing the app queued stays
+  // readable for the drain after SHUT_RD. (FinishIn covers `out` ending first.)
+  if (!in_done_ || !channel_wr_shut_ || !OutOver()) return;
+  if (!CanShutChannel()) return;
+  // The app end now sees both shutdown bits: POLLIN|POLLRDHUP|POLLHUP, like finished TCP.
+  ::shutdown(channel_.get(), SHUT_RDWR);
+  channel_shut_ = true;
+  Log(LogLevel::kDebug, "event=channel_shut {}", Who());
+}
+
+bool BackendSocket::CanShutChannel() {
+  if (channel_shut_ || diag_unavailable_ || app_gone_ || finished_ || !mem_ || !channel_.valid()) {
+    return false;
+  }
+  // Once shut, our HUP no longer tells us when the app closes: only if sock_diag can.
+  switch (LookUpUnixSocket(app_ino_, &app_cookie_)) {
+    case UnixPresence::kAlive:
+      return true;
+    case UnixPresence::kGone:
+      app_gone_ = true;
+      return false;
+    case UnixPresence::kUnknown:
+      break;
+  }
+  diag_unavailable_ = true;
+  Log(LogLevel::kWarn, "event=sock_diag_unavailable {} effect=no_pollhup", Who());
+  return false;
+}
+
+bool BackendSocket::AppEndReleased() {
+  const UnixPresence p = LookUpUnixSocket(app_ino_, &app_cookie_);
+  // A lookup that failed (EMFILE, ENOMEM) is retried on the held-socket timer, so a close
+  // whose wake-up came then is not missed for good.
+  diag_retry_ = p == UnixPresence::kUnknown;
+  return p == UnixPresence::kGone;
 }
 
 void BackendSocket::MaybeFinish() {
@@ -788,6 +914,12 @@ void BackendSocket::MaybeFinish() {
     const struct linger abort = {1, 0};
     setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
     how = "never_accepted";
+  } else if (unread_on_close_) {
+    // The app closed with received bytes unread: the kernel resets the connection (and
+    // drops what is unsent) instead of closing it gracefully.
+    const struct linger abort = {1, 0};
+    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    how = "unread_data";
   } else if (state_ == SocketState::kConnected && !rings_corrupt_ && !out_dead_ && !host_wr_shut_) {
     const auto fill = OutFill();
     if (fill && *fill > 0) {
@@ -800,6 +932,15 @@ void BackendSocket::MaybeFinish() {
       StateName(state_), how, bytes_to_host_, bytes_from_host_);
   CloseHost();
   finished_ = true;
+}
+
+void BackendSocket::NoteUnreadOnClose() {
+  if (!app_gone_ || close_checked_) return;
+  close_checked_ = true;
+  // Decided once, when the app's close is first seen: nobody consumes `in` after that.
+  if (state_ != SocketState::kConnected || rings_corrupt_ || !host_.valid()) return;
+  const auto fill = InFill();
+  unread_on_close_ = fill && *fill > 0;
 }
 
 bool BackendSocket::LingerExpired() {

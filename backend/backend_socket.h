@@ -126,6 +126,8 @@ class BackendSocket {
     return linger_recorded_ && linger_.l_onoff != 0 && linger_.l_linger == 0;
   }
   bool LingerExpired();
+  // Once the app is gone: were bytes left unread in `in`? (Its close then resets the peer.)
+  void NoteUnreadOnClose();
   // An accepted connection whose app end went away before any process took it from the
   // listener channel (the library sets app_accepted when accept() hands it out).
   bool NeverAccepted() const {
@@ -140,6 +142,14 @@ class BackendSocket {
   void MaybeShutdownHostWrite();
   // Drain the channel (stuffing and wake bytes). True if any byte was read.
   bool MaybeDrainChannel();
+  // Both directions are over: shut xsockd's channel end both ways so the app end polls
+  // HUP as a kernel TCP socket would (see backend/README.md, "Finished sockets").
+  void MaybeShutChannel();
+  // For a shut channel: the app's end is gone (asked by inode with sock_diag).
+  bool AppEndReleased();
+  // sock_diag can follow the app end (lookup succeeds; learns its cookie).
+  bool CanShutChannel();
+  bool OutOver() const { return out_dead_ || host_wr_shut_ || rings_corrupt_; }
   bool DrainChannel();
   void MaybeFinish();
 
@@ -156,6 +166,8 @@ class BackendSocket {
   void ConnectFailed(int err);
   void HostEof();
   void HostError(int err, const char* during);
+  // A host ERR/HUP after the host's EOF: SO_ERROR (EPIPE if none) fails `out`.
+  void CheckErrorAfterEof(uint32_t events);
   void ResetCorrupt(const char* ring);
   void StopWatchingHost();
   void CloseHost();
@@ -180,6 +192,12 @@ class BackendSocket {
   bool channel_dirty_ = false;    // the channel raised an event not yet drained
   bool channel_wr_shut_ = false;  // EOF/error delivered: no more tokens
   bool app_gone_ = false;         // the app's last reference to its channel end closed
+  // xsockd's channel end is shut down both ways (MaybeShutChannel): its HUP is its own, and
+  // the app's close is learnt from sock_diag instead.
+  bool channel_shut_ = false;
+  bool diag_unavailable_ = false;  // sock_diag failed once: never shut the channel
+  uint64_t app_cookie_ = 0;        // the app end's socket cookie (sock_diag)
+  bool diag_retry_ = false;        // the last lookup failed: retried on the poll tick
   bool in_done_ = false;          // in_error written; no more host -> in
   bool out_dead_ = false;         // out_error written; out bytes are discarded
   bool rings_corrupt_ = false;    // reset: the rings are never touched again
@@ -191,6 +209,9 @@ class BackendSocket {
   // Set when the app closes with SO_LINGER {1, N > 0}: `out` is flushed until then at most.
   std::optional<std::chrono::steady_clock::time_point> linger_deadline_;
   bool host_rd_shut_ = false;
+  bool close_checked_ = false;    // NoteUnreadOnClose ran
+  bool unread_on_close_ = false;  // the app closed with bytes unread in `in`
+  std::optional<int> rcvlowat_;   // SO_RCVLOWAT as the app set it (not applied to the host)
   bool accepted_ = false;                   // made by a listener's accept loop
   std::unique_ptr<HostListener> listener_;  // state kListening
   uint64_t progress_ = 0;                   // bumps whenever bytes move or a token is queued

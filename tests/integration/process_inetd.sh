@@ -36,7 +36,10 @@ c, _ = l.accept(); c.settimeout(30)
 c.sendall(payload); c.shutdown(socket.SHUT_WR)
 got = bytearray()
 while True:
-    b = c.recv(65536)
+    try:
+        b = c.recv(65536)
+    except ConnectionResetError:  # raw case: closed with the payload unread, RST as TCP
+        break
     if not b: break
     got += b
 print("payload sha256", hashlib.sha256(payload).hexdigest(), flush=True)

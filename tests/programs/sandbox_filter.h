@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 namespace xsock::testprog {
@@ -27,7 +28,8 @@ inline constexpr uint32_t kSandboxArch = AUDIT_ARCH_AARCH64;
 #endif
 
 // As OpenSSH builds its filter: check the architecture, then one comparison per call.
-inline std::vector<sock_filter> SandboxFilter() {
+// `extra`: more calls to allow (a test harness's own needs, e.g. a sanitizer runtime's).
+inline std::vector<sock_filter> SandboxFilter(std::initializer_list<long> extra = {}) {
   std::vector<sock_filter> f;
   auto stmt = [&](uint16_t code, uint32_t k) { f.push_back(BPF_STMT(code, k)); };
   auto allow = [&](long nr) {
@@ -68,6 +70,7 @@ inline std::vector<sock_filter> SandboxFilter() {
        }) {
     allow(nr);
   }
+  for (long nr : extra) allow(nr);
   stmt(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
   return f;
 }
