@@ -198,10 +198,10 @@ class BackendSocket {
   bool diag_unavailable_ = false;  // sock_diag failed once: never shut the channel
   uint64_t app_cookie_ = 0;        // the app end's socket cookie (sock_diag)
   bool diag_retry_ = false;        // the last lookup failed: retried on the poll tick
-  bool in_done_ = false;          // in_error written; no more host -> in
-  bool out_dead_ = false;         // out_error written; out bytes are discarded
-  bool rings_corrupt_ = false;    // reset: the rings are never touched again
-  bool shut_wr_pending_ = false;  // app asked for SHUT_WR; waiting for `out` to empty
+  bool in_done_ = false;           // in_error written; no more host -> in
+  bool out_dead_ = false;          // out_error written; out bytes are discarded
+  bool rings_corrupt_ = false;     // reset: the rings are never touched again
+  bool shut_wr_pending_ = false;   // app asked for SHUT_WR; waiting for `out` to empty
   bool host_wr_shut_ = false;
   bool finished_ = false;
   bool linger_recorded_ = false;  // SO_LINGER as the app set it (see SetSockOpt)
@@ -212,7 +212,7 @@ class BackendSocket {
   bool close_checked_ = false;    // NoteUnreadOnClose ran
   bool unread_on_close_ = false;  // the app closed with bytes unread in `in`
   std::optional<int> rcvlowat_;   // SO_RCVLOWAT as the app set it (not applied to the host)
-  bool accepted_ = false;                   // made by a listener's accept loop
+  bool accepted_ = false;         // made by a listener's accept loop
   std::unique_ptr<HostListener> listener_;  // state kListening
   uint64_t progress_ = 0;                   // bumps whenever bytes move or a token is queued
   uint64_t bytes_to_host_ = 0;

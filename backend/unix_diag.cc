@@ -52,8 +52,7 @@ UnixPresence LookUpUnixSocket(ino_t ino, uint64_t* cookie) {
     if (e->error == -ENOENT || e->error == -ESTALE) return UnixPresence::kGone;
     return UnixPresence::kUnknown;
   }
-  if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-      h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg))) {
+  if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg))) {
     return UnixPresence::kUnknown;
   }
   const auto* m = static_cast<const unix_diag_msg*>(NLMSG_DATA(h));

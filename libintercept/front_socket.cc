@@ -472,7 +472,7 @@ void FrontSocket::RecvToken(int fd) {
     for (;;) {
       const int ev = PollChannel(*sys_, fd, POLLIN, -1);
       if (ev == -EINTR) continue;
-      if (ev <= 0) return;  // EBADF
+      if (ev <= 0) return;         // EBADF
       if (!(ev & POLLIN)) return;  // POLLHUP / POLLERR: xsockd is gone
       char b;
       const ssize_t n = ChannelRead(fd, &b, 1);
@@ -497,8 +497,7 @@ void FrontSocket::RecvToken(int fd) {
 }
 
 template <class Deliver>
-Result FrontSocket::RecvLocked(PageLock& lock, int fd, size_t total, int flags,
-                               Deliver&& deliver) {
+Result FrontSocket::RecvLocked(PageLock& lock, int fd, size_t total, int flags, Deliver&& deliver) {
   size_t got = 0;
   WaitClock clock{rcvtimeo_ms_.load(std::memory_order_relaxed)};
   for (;;) {
@@ -591,7 +590,7 @@ Result FrontSocket::AwaitMoreToPeek(PageLock& lock, int fd, size_t peeked, int f
     // it is still on its way): ask xsockd to queue one, as it re-checks on every wake.
     Wake(fd);
   }
-  if (w > 0) return Result::Ok(0);  // look again
+  if (w > 0) return Result::Ok(0);        // look again
   if (w == 0) return Result::Ok(peeked);  // SO_RCVTIMEO
   return w == -EINTR ? Result::Ok(peeked) : Result::Err(-w);
 }

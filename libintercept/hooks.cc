@@ -210,8 +210,8 @@ int Accept(int fd, sockaddr* addr, socklen_t* len, int flags, bool is_accept4) n
     }
     return ToLibc<int>(Guard([&] { return Core().Accept(s, fd, addr, len, flags); }));
   }
-  const int r = is_accept4 ? XSOCK_REAL(accept4)(fd, addr, len, flags)
-                           : XSOCK_REAL(accept)(fd, addr, len);
+  const int r =
+      is_accept4 ? XSOCK_REAL(accept4)(fd, addr, len, flags) : XSOCK_REAL(accept)(fd, addr, len);
   if (r >= 0) {
     if (Interceptor* core = CoreIfCreated()) Guard([&] { core->AfterNewDescriptor(r); });
   }

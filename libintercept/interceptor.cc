@@ -93,8 +93,7 @@ Result Interceptor::Connect(int fd, const sockaddr* addr, socklen_t len) {
   return Route(fd, addr, len);
 }
 
-Result Interceptor::ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr,
-                                  socklen_t len) {
+Result Interceptor::ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr, socklen_t len) {
   // connect() again on a socket that is already routed: the kernel's answers.
   switch (s.state()) {
     case SocketState::kIdle: {
@@ -139,8 +138,7 @@ bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
   return GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) == 0 && domain == addr->sa_family;
 }
 
-Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable,
-                         FrontSocket** out) {
+Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out) {
   const int domain = dest.family;
   auto created = control_.Call(proto::SocketRequest{
       .domain = static_cast<uint32_t>(domain),
@@ -172,8 +170,8 @@ Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable,
   }
   // Install the memory first, on the channel's own number, so that every failure below
   // leaves `fd` (the kernel socket) untouched.
-  if (Result r = InstallStream(channel, created->fds[1], reply.ring_order, reply.socket_id,
-                               domain, /*init_locks=*/true, created->generation);
+  if (Result r = InstallStream(channel, created->fds[1], reply.ring_order, reply.socket_id, domain,
+                               /*init_locks=*/true, created->generation);
       !r.ok()) {
     Log(absl::StrCat("xsock: xsockd sent an unusable socket for ", proto::ToString(dest)));
     return Result::Err(unreachable);
@@ -210,8 +208,8 @@ Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
 }
 
 Result Interceptor::ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& dest) {
-  auto connected = control_.CallForSocket(proto::ConnectRequest{s.socket_id(), dest},
-                                          s.socket_id(), fd, s.attached_generation());
+  auto connected = control_.CallForSocket(proto::ConnectRequest{s.socket_id(), dest}, s.socket_id(),
+                                          fd, s.attached_generation());
   if (!connected.ok()) {
     if (absl::IsUnavailable(connected.status())) {
       LogUnreachableOnce(connected.status().message());
@@ -238,8 +236,8 @@ Result Interceptor::ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& d
   return done;
 }
 
-Result Interceptor::InstallStream(int fd, int memfd, uint32_t order, uint64_t socket_id,
-                                  int domain, bool init_locks, uint64_t generation) {
+Result Interceptor::InstallStream(int fd, int memfd, uint32_t order, uint64_t socket_id, int domain,
+                                  bool init_locks, uint64_t generation) {
   void* base = MapSocketMemory(memfd, order);
   sys_.close(memfd);
   int type = 0;
@@ -318,8 +316,8 @@ Result Interceptor::Listen(FrontSocket& s, int fd, int backlog) {
     default:
       return Result::Err(EINVAL);
   }
-  auto r = control_.CallForSocket(proto::ListenRequest{s.socket_id(), backlog}, s.socket_id(),
-                                  fd, s.attached_generation());
+  auto r = control_.CallForSocket(proto::ListenRequest{s.socket_id(), backlog}, s.socket_id(), fd,
+                                  s.attached_generation());
   if (!r.ok()) {
     if (absl::IsUnavailable(r.status())) LogUnreachableOnce(r.status().message());
     return Result::Err(ENOBUFS);
@@ -401,8 +399,8 @@ Result Interceptor::AdoptInherited(int fd) {
   const auto& reply = std::get<proto::AttachReply>(r->reply);
   if (reply.err != 0) return Result::Err(reply.err);
   // The reply does not say the family; the bound address does.
-  auto named = control_.CallForSocket(proto::GetSockNameRequest{reply.socket_id},
-                                      reply.socket_id, fd, r->generation);
+  auto named = control_.CallForSocket(proto::GetSockNameRequest{reply.socket_id}, reply.socket_id,
+                                      fd, r->generation);
   int domain = AF_INET;
   if (named.ok() && ErrOf(named->reply) == 0) {
     const uint16_t f = std::get<proto::GetSockNameReply>(named->reply).addr.family;
@@ -605,7 +603,8 @@ Result Interceptor::SetSockOpt(FrontSocket& s, int fd, int level, int name, cons
     if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return Result::Err(EDOM);
     s.SetTimeout(name == SO_RCVTIMEO, tv);
     // A listener's accept waits in the kernel, on the channel itself.
-    if (s.state() == SocketState::kListening) sys_.setsockopt(fd, SOL_SOCKET, name, &tv, sizeof(tv));
+    if (s.state() == SocketState::kListening)
+      sys_.setsockopt(fd, SOL_SOCKET, name, &tv, sizeof(tv));
     return Result::Ok(0);
   }
   if (len > proto::kMaxOptLen) return Result::Err(EINVAL);
