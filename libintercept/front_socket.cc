@@ -17,6 +17,8 @@
 #include <cstring>
 #include <new>
 
+#include "libintercept/raw_syscall.h"
+
 namespace xsock::intercept {
 namespace {
 
@@ -32,8 +34,8 @@ std::atomic<bool> g_restricted{false};
 
 // Restricted mode's read() and write() of the channel. Raw system calls: in libxsock.so
 // libc's read/write are our own hooks, and the channel is the routed descriptor itself.
-ssize_t ChannelRead(int fd, void* p, size_t n) { return syscall(SYS_read, fd, p, n); }
-ssize_t ChannelWrite(int fd, const void* p, size_t n) { return syscall(SYS_write, fd, p, n); }
+ssize_t ChannelRead(int fd, void* p, size_t n) { return RawSyscall(SYS_read, fd, p, n); }
+ssize_t ChannelWrite(int fd, const void* p, size_t n) { return RawSyscall(SYS_write, fd, p, n); }
 
 // poll() of the channel alone, retried on EINTR only when it does not wait. Returns the
 // revents (0: nothing) or -errno.

@@ -4,8 +4,10 @@
 // library enters restricted mode first (front_socket.h). The filter applies from the
 // moment the real prctl returns, hence before it: a failed prctl leaves the process in
 // restricted mode, which only costs it the finer points (front_socket.h lists them).
-// A filter installed with syscall(SYS_seccomp) bypasses libc, and this hook; a program
-// exec'd under an inherited filter starts in normal mode too.
+// A filter installed with syscall(SYS_seccomp) or syscall(SYS_prctl) reaches the same
+// switch through the syscall() hook (hooks_syscall.cc); one installed by the instruction
+// itself (static or Go code) is not seen, and a program exec'd under an inherited filter
+// starts in normal mode too.
 
 #include <dlfcn.h>
 #include <sys/prctl.h>
@@ -17,6 +19,7 @@
 #include "libintercept/fd_table.h"
 #include "libintercept/front_socket.h"
 #include "libintercept/hooks_internal.h"
+#include "libintercept/raw_syscall.h"
 
 #define XSOCK_EXPORT __attribute__((visibility("default")))
 
@@ -43,6 +46,13 @@ void RefreshNonBlockingOfAll() {
 }
 
 }  // namespace
+
+void BeforeSeccompFilter() {
+  if (InRestrictedMode()) return;
+  RefreshNonBlockingOfAll();
+  EnterRestrictedMode();
+}
+
 }  // namespace xsock::intercept
 
 // glibc: int prctl(int option, ...), the kernel takes four more unsigned longs; they are
@@ -55,12 +65,9 @@ extern "C" XSOCK_EXPORT int prctl(int option, ...) noexcept {
   const unsigned long a4 = va_arg(ap, unsigned long);
   const unsigned long a5 = va_arg(ap, unsigned long);
   va_end(ap);
-  if (option == PR_SET_SECCOMP && !xsock::intercept::InRestrictedMode()) {
-    xsock::intercept::RefreshNonBlockingOfAll();
-    xsock::intercept::EnterRestrictedMode();
-  }
+  if (option == PR_SET_SECCOMP) xsock::intercept::BeforeSeccompFilter();
   if (xsock::intercept::g_real_prctl != nullptr) {
     return xsock::intercept::g_real_prctl(option, a2, a3, a4, a5);
   }
-  return static_cast<int>(syscall(SYS_prctl, option, a2, a3, a4, a5));
+  return static_cast<int>(xsock::intercept::RawSyscall(SYS_prctl, option, a2, a3, a4, a5));
 }

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "libintercept/raw_syscall.h"
+
 namespace xsock::intercept {
 namespace {
 
@@ -25,7 +27,7 @@ int GetInt(const Syscalls& sys, int fd, int name) {
 bool Unnamed(int fd, bool peer) {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  const long r = syscall(peer ? SYS_getpeername : SYS_getsockname, fd, &ss, &len);
+  const long r = RawSyscall(peer ? SYS_getpeername : SYS_getsockname, fd, &ss, &len);
   return r == 0 && len <= sizeof(sa_family_t);
 }
 
@@ -39,12 +41,12 @@ struct LinuxDirent64 {
 
 bool ScanProc(const std::function<void(int)>& fn) {
   const int dir = static_cast<int>(
-      syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      RawSyscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir < 0) return false;
   alignas(8) char buf[4096];
   // Bounded: a directory of N entries takes at most N / (entries per buffer) + 1 reads.
   for (;;) {
-    const long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+    const long n = RawSyscall(SYS_getdents64, dir, buf, sizeof(buf));
     if (n <= 0) break;
     for (long off = 0; off < n;) {
       const auto* d = reinterpret_cast<const LinuxDirent64*>(buf + off);
@@ -58,7 +60,7 @@ bool ScanProc(const std::function<void(int)>& fn) {
       if (digits && fd != dir) fn(fd);
     }
   }
-  syscall(SYS_close, dir);
+  RawSyscall(SYS_close, dir);
   return true;
 }
 
@@ -85,7 +87,7 @@ void ForEachOpenFd(const std::function<void(int)>& fn) {
   rlim_t limit = 1024;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) limit = rl.rlim_cur < 4096 ? rl.rlim_cur : 4096;
   for (int fd = 0; static_cast<rlim_t>(fd) < limit; ++fd) {
-    if (syscall(SYS_fcntl, fd, F_GETFD) >= 0) fn(fd);
+    if (RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) fn(fd);
   }
 }
 

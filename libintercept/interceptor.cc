@@ -110,7 +110,7 @@ Result Interceptor::ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr, 
       if (fl < 0 || (fl & O_NONBLOCK)) return Result::Err(EALREADY);
       const Result done = s.WaitConnected(fd);
       if (done.ok()) s.ExchangeConnectReported();
-      return done;
+      return AfterConnectAttempt(s, fd, done);
     }
     case SocketState::kConnected:
       // The kernel answers 0 once (how a nonblocking connect's completion is reported),
@@ -121,10 +121,57 @@ Result Interceptor::ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr, 
     case SocketState::kFailed:
     case SocketState::kClosed: {
       const int e = s.TakeSoError();
-      return Result::Err(e != 0 ? e : ECONNABORTED);
+      return AfterConnectAttempt(s, fd, Result::Err(e != 0 ? e : ECONNABORTED));
     }
   }
   return Result::Err(EINVAL);
+}
+
+Result Interceptor::AfterConnectAttempt(FrontSocket& s, int fd, Result r) {
+  if (!r.ok() && s.state() == SocketState::kFailed) Disconnect(s, fd);
+  return r;
+}
+
+// A connect that failed leaves a kernel TCP socket unconnected: it polls OUT|HUP and the
+// next connect() starts over (after a nonblocking attempt, once the error has been
+// reported by connect()). The routed socket is over for good, so the number goes back
+// to a fresh kernel socket with the application's flags and options, and the next
+// connect() is decided anew. Only this number changes: duplicates made while routed
+// keep the failed socket, and epoll registrations of the channel are not carried.
+void Interceptor::Disconnect(FrontSocket& s, int fd) {
+  const int fl = sys_.fcntl(fd, F_GETFL);
+  const int fdfl = sys_.fcntl(fd, F_GETFD);
+  const int nonblock = fl >= 0 && (fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0;
+  const int k = sys_.socket(s.domain(), SOCK_STREAM | SOCK_CLOEXEC | nonblock, IPPROTO_TCP);
+  if (k < 0) return;  // stays failed: the next connect() gives ECONNABORTED
+  struct Option {
+    int level, name;
+  };
+  const bool v6 = s.domain() == AF_INET6;
+  const Option kCarried[] = {
+      {SOL_SOCKET, SO_REUSEADDR},  {SOL_SOCKET, SO_REUSEPORT},
+      {IPPROTO_TCP, TCP_NODELAY},  {SOL_SOCKET, SO_KEEPALIVE},
+      {IPPROTO_TCP, TCP_KEEPIDLE}, {IPPROTO_TCP, TCP_KEEPINTVL},
+      {IPPROTO_TCP, TCP_KEEPCNT},  {v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TCLASS : IP_TOS},
+      {SOL_SOCKET, SO_LINGER},     {SOL_SOCKET, SO_RCVTIMEO},
+      {SOL_SOCKET, SO_SNDTIMEO},
+  };
+  for (const Option& o : kCarried) {
+    alignas(8) unsigned char v[32];
+    socklen_t n = sizeof(v);
+    if (GetSockOpt(s, fd, o.level, o.name, v, &n).ok()) {
+      sys_.setsockopt(k, o.level, o.name, v, n);  // best effort, as a replay is
+    }
+  }
+  FdRef old = table_.Remove(fd);
+  const int cloexec = fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0;
+  if (sys_.dup3(k, fd, cloexec) < 0) {
+    table_.Install(fd, old.get());
+    sys_.close(k);
+    return;
+  }
+  sys_.close(k);
+  AfterTcpSocket(fd);
 }
 
 bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
@@ -227,13 +274,13 @@ Result Interceptor::ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& d
   }
   if (err != EINPROGRESS) {
     s.TakeSoError();  // reported here, as the kernel's blocking connect does
-    return Result::Err(err);
+    return AfterConnectAttempt(s, fd, Result::Err(err));
   }
   const int fl = sys_.fcntl(fd, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK)) return Result::Err(EINPROGRESS);
   const Result done = s.WaitConnected(fd);
   if (done.ok()) s.ExchangeConnectReported();
-  return done;
+  return AfterConnectAttempt(s, fd, done);
 }
 
 Result Interceptor::InstallStream(int fd, int memfd, uint32_t order, uint64_t socket_id, int domain,

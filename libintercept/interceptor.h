@@ -109,6 +109,10 @@ class Interceptor {
   Result ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& dest);
   bool IsRoutableSocket(int fd, const sockaddr* addr);
   Result Route(int fd, const sockaddr* addr, socklen_t len);
+  // What a connect() that ended with `r` returns; a failed socket first goes back to
+  // being an unconnected kernel socket (Disconnect), as TCP's tcp_disconnect leaves it.
+  Result AfterConnectAttempt(FrontSocket& s, int fd, Result r);
+  void Disconnect(FrontSocket& s, int fd);
   // Gets a socket from xsockd and installs its channel over `fd` (flags kept, options
   // replayed). `unreachable` is the errno when xsockd cannot be asked. On success *out
   // is the routed socket (the table holds it; valid while `fd` is not closed).

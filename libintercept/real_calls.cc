@@ -1,4 +1,5 @@
 #include "libintercept/real_calls.h"
+#include "libintercept/raw_syscall.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -14,14 +15,14 @@ namespace {
 
 long Dup2Syscall(int fd, int newfd) {
 #ifdef SYS_dup2
-  return syscall(SYS_dup2, fd, newfd);
+  return RawSyscall(SYS_dup2, fd, newfd);
 #else
-  if (fd == newfd) return syscall(SYS_fcntl, fd, F_GETFD) < 0 ? -1 : newfd;
-  return syscall(SYS_dup3, fd, newfd, 0);
+  if (fd == newfd) return RawSyscall(SYS_fcntl, fd, F_GETFD) < 0 ? -1 : newfd;
+  return RawSyscall(SYS_dup3, fd, newfd, 0);
 #endif
 }
 
-#define XSOCK_SYSCALL(nr, ...) syscall(nr, __VA_ARGS__)
+#define XSOCK_SYSCALL(nr, ...) RawSyscall(nr, __VA_ARGS__)
 #define XSOCK_DUP2_SYSCALL(fd, newfd) Dup2Syscall(fd, newfd)
 // fcntl/ioctl: the optional third argument travels as one machine word, as in glibc.
 #define XSOCK_VA_SYSCALL(nr, fd, last)                     \
@@ -30,7 +31,7 @@ long Dup2Syscall(int fd, int newfd) {
     va_start(ap_, last);                                   \
     const unsigned long arg_ = va_arg(ap_, unsigned long); \
     va_end(ap_);                                           \
-    syscall(nr, fd, last, arg_);                           \
+    RawSyscall(nr, fd, last, arg_);                           \
   })
 // The _chk variants' buffer size has no system call counterpart.
 #pragma GCC diagnostic push

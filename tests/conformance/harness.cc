@@ -488,6 +488,13 @@ std::string EpollUntil(int epfd, uint32_t want, int timeout_ms) {
   }
 }
 
+std::string EpollUntilSettled(int epfd, uint32_t want, int timeout_ms) {
+  std::string first = EpollUntil(epfd, want, timeout_ms);
+  SleepMs(50);
+  EpollOnce(epfd, 0);
+  return first;
+}
+
 int GetInt(int fd, int level, int name) {
   int v = -1;
   socklen_t len = sizeof v;

@@ -150,6 +150,10 @@ int WaitOutqEmpty(int fd);
 std::string EpollOnce(int epfd, int timeout_ms);
 // epoll_wait until an event containing WANT arrives (kWaitMs); prints that event.
 std::string EpollUntil(int epfd, uint32_t want, int timeout_ms = kWaitMs);
+// EpollUntil, then lets the event that raised `want` settle and swallows the edges it
+// raised after the first: the kernel wakes an edge-triggered waiter twice for one FIN
+// (state change, then data ready), and a waiter on the other CPU may run in between.
+std::string EpollUntilSettled(int epfd, uint32_t want, int timeout_ms = kWaitMs);
 
 int GetInt(int fd, int level, int name);
 std::string GetIntStr(int fd, int level, int name);

@@ -2,6 +2,8 @@
 // both ways, duplicated descriptors and a socket shared across fork.
 #include <fcntl.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -352,6 +354,47 @@ void Peer_fork_shared() {
   got = RecvExactly(c, 7);
   Sayf("received {}", Show(got.data(), got.size()));
   SendAll(c, "p-data");
+  Sayf("then: {}", DescribeDrained(ReadToEnd(c)));
+  Post("peer.done");
+}
+
+
+// ---------------------------------------------------------------------------------------
+SCENARIO(raw_syscalls, 24610, "socket calls made through syscall(2) act on the socket itself");
+void App_raw_syscalls() {
+  Await("listen0");
+  const int fd = static_cast<int>(syscall(SYS_socket, AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  socklen_t len = 0;
+  const sockaddr_storage ss = Loopback(AF_INET, 0, &len);
+  Sayf("connect: {}", Ret(syscall(SYS_connect, fd, &ss, len)));
+  Sayf("getpeername: {}", DescribePeerName(fd));
+  const char msg[] = "through syscall(SYS_write)";
+  Sayf("write: {}", Ret(syscall(SYS_write, fd, msg, sizeof msg - 1)));
+  Sayf("sendto: {}", Ret(syscall(SYS_sendto, fd, "+sendto", 7, MSG_NOSIGNAL, nullptr, 0)));
+  int type = -1;
+  socklen_t tlen = sizeof type;
+  Sayf("getsockopt SO_TYPE: {} {}", Ret(syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_TYPE, &type,
+                                                &tlen)),
+       type);
+  Await("peer.sent");
+  Sayf("FIONREAD: {}", WaitInq(fd, 10));
+  char buf[64] = {};
+  Sayf("read 4: {} \"{}\"", Ret(syscall(SYS_read, fd, buf, 4)), std::string(buf, 4));
+  std::memset(buf, 0, sizeof buf);
+  Sayf("recvfrom: {} \"{}\"", Ret(syscall(SYS_recvfrom, fd, buf, sizeof buf, 0, nullptr, nullptr)),
+       buf);
+  Sayf("shutdown(SHUT_WR): {}", Ret(syscall(SYS_shutdown, fd, SHUT_WR)));
+  Await("peer.done");
+  Sayf("read at EOF: {}", Ret(syscall(SYS_read, fd, buf, sizeof buf)));
+  Sayf("close: {}", Ret(syscall(SYS_close, fd)));
+  Sayf("close again: {}", Ret(syscall(SYS_close, fd)));
+}
+void Peer_raw_syscalls() {
+  const int l = Listen();
+  const int c = AcceptOne(l);
+  Sayf("received: \"{}\"", RecvExactly(c, 33));
+  SendAll(c, "0123456789");
+  Post("peer.sent");
   Sayf("then: {}", DescribeDrained(ReadToEnd(c)));
   Post("peer.done");
 }

@@ -100,7 +100,7 @@ void App_epoll_edge_read() {
   Sayf("new data after draining: {}", EpollUntil(ep, EPOLLIN));
   Sayf("recv: {}", Recv(fd, 100));
   Post("app.s4");
-  Sayf("until RDHUP: {}", EpollUntil(ep, EPOLLRDHUP));
+  Sayf("until RDHUP: {}", EpollUntilSettled(ep, EPOLLRDHUP));
   Sayf("no new edge: {}", EpollOnce(ep, 0));
   Sayf("recv: {}", Recv(fd, 100));
   Sayf("after EOF read: {}", EpollOnce(ep, 0));
