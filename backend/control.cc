@@ -32,6 +32,13 @@ absl::Status ControlClient::Start() {
 }
 
 bool ControlClient::OnEvent(uint32_t events) {
+  if (awaiting_lookup_) {
+    // Only hang-ups are watched meanwhile: nobody is left to answer.
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      return Drop(LogLevel::kInfo, "client_disconnect", "closed during a lookup");
+    }
+    return true;
+  }
   if (pending_) {
     if (!FlushPending()) return false;
     if (pending_) return true;  // still no room
@@ -54,7 +61,7 @@ void ControlClient::WatchFor(uint32_t events) {
 bool ControlClient::ReadRequests() {
   std::vector<uint8_t> buf;
   std::vector<int> raw_fds;
-  for (int i = 0; i < kMaxRequestsPerEvent && !pending_; ++i) {
+  for (int i = 0; i < kMaxRequestsPerEvent && !pending_ && !awaiting_lookup_; ++i) {
     const ssize_t n =
         RecvPacket(LibcSyscalls(), fd_.get(), buf, proto::kMaxMessageSize, raw_fds, MSG_DONTWAIT);
     std::vector<UniqueFd> fds;
@@ -96,6 +103,7 @@ bool ControlClient::HandleMessage(std::span<const uint8_t> bytes, std::vector<Un
   if (hello_done_ && type == proto::MsgType::kHello) {
     return Drop(LogLevel::kWarn, "protocol_error", "hello: repeated");
   }
+  if (IsLookup(type)) return StartLookup(decoded->seq, std::move(decoded->msg));
   Outgoing out;
   const proto::Reply reply = Dispatch(decoded->msg, fds, &out.fds);
   out.bytes = proto::EncodeReply(decoded->seq, reply);
@@ -129,6 +137,27 @@ BackendSocket* ControlClient::Authorized(uint64_t socket_id) {
   return s;
 }
 
+bool ControlClient::StartLookup(uint32_t seq, proto::Request req) {
+  const proto::MsgType type = proto::TypeOf(req);
+  if (!(caps_ & proto::kCapResolve) || ctx_.resolver == nullptr) {
+    return Send(Outgoing{proto::EncodeReply(seq, LookupFailedReply(type, EOPNOTSUPP)), {}});
+  }
+  if (!ctx_.resolver->Submit(id_, cred_.pid, seq, std::move(req))) {
+    return Send(Outgoing{proto::EncodeReply(seq, LookupFailedReply(type, 0)), {}});
+  }
+  awaiting_lookup_ = true;
+  WatchFor(EPOLLRDHUP);
+  return true;
+}
+
+bool ControlClient::DeliverLookup(uint32_t seq, const proto::Reply& reply) {
+  awaiting_lookup_ = false;
+  if (!Send(Outgoing{proto::EncodeReply(seq, reply), {}})) return false;
+  // Requests that arrived meanwhile raise an event as soon as EPOLLIN is watched again.
+  if (!pending_) WatchFor(EPOLLIN | EPOLLRDHUP);
+  return true;
+}
+
 proto::Reply ControlClient::Dispatch(const proto::Request& req, std::vector<UniqueFd>& fds,
                                      std::vector<UniqueFd>* reply_fds) {
   return std::visit(
@@ -139,6 +168,10 @@ proto::Reply ControlClient::Dispatch(const proto::Request& req, std::vector<Uniq
           return Handle(m, reply_fds);
         } else if constexpr (std::is_same_v<T, proto::AttachRequest>) {
           return Handle(m, fds, reply_fds);
+        } else if constexpr (std::is_same_v<T, proto::ResolveRequest> ||
+                             std::is_same_v<T, proto::NameInfoRequest> ||
+                             std::is_same_v<T, proto::HostEntRequest>) {
+          return LookupFailedReply(proto::TypeOf(req), EINVAL);  // StartLookup's, never here
         } else {
           return Handle(m);
         }

@@ -16,6 +16,7 @@
 #include "backend/event_loop.h"
 #include "backend/fd.h"
 #include "backend/log.h"
+#include "backend/resolver.h"
 #include "backend/socket_table.h"
 #include "backend/stats.h"
 #include "shared/protocol.h"
@@ -28,6 +29,7 @@ struct ControlContext {
   SocketTable* sockets = nullptr;
   Stats* stats = nullptr;
   uint32_t default_ring_order = 0;
+  Resolver* resolver = nullptr;  // lookups; nullptr: answered EOPNOTSUPP
 };
 
 class ControlClient {
@@ -39,6 +41,10 @@ class ControlClient {
   absl::Status Start();
   // Handles readiness. False: the client must be dropped now (already logged).
   bool OnEvent(uint32_t events);
+
+  // The reply to this connection's outstanding lookup (request `seq`), from the Resolver.
+  // False: the client must be dropped now (already logged).
+  bool DeliverLookup(uint32_t seq, const proto::Reply& reply);
 
   uint64_t id() const { return id_; }
   int fd() const { return fd_.get(); }
@@ -56,6 +62,9 @@ class ControlClient {
   bool FlushPending();
   void WatchFor(uint32_t events);
   bool Drop(LogLevel level, const char* event, std::string_view reason);
+
+  // Hands a lookup to the Resolver; the connection is not read until its reply is sent.
+  bool StartLookup(uint32_t seq, proto::Request req);
 
   proto::Reply Dispatch(const proto::Request& req, std::vector<UniqueFd>& fds,
                         std::vector<UniqueFd>* reply_fds);
@@ -86,6 +95,7 @@ class ControlClient {
   uint32_t caps_ = 0;
   absl::flat_hash_set<uint64_t> authority_;
   std::optional<Outgoing> pending_;  // a reply the connection had no room for yet
+  bool awaiting_lookup_ = false;     // a lookup is with the Resolver
 };
 
 }  // namespace xsock::backend

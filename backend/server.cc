@@ -43,12 +43,16 @@ Server::Server(const ServerOptions& options, EventLoop loop, Listener listener)
     : options_(options),
       loop_(std::move(loop)),
       listener_(std::move(listener)),
-      sockets_(&loop_, &stats_) {}
+      sockets_(&loop_, &stats_),
+      resolver_(&loop_, &stats_, [this](uint64_t client_id, uint32_t seq, proto::Reply reply) {
+        OnLookupDone(client_id, seq, reply);
+      }) {}
 
 Server::~Server() { Shutdown(nullptr); }
 
 absl::Status Server::Init() {
   if (auto s = sockets_.Init(); !s.ok()) return s;
+  if (auto s = resolver_.Init(); !s.ok()) return s;
   if (auto s = loop_.Add(listener_.fd(), EPOLLIN, Token{Source::kListener, 0}); !s.ok()) return s;
   stop_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!stop_fd_.valid()) return ErrnoError(errno, "eventfd");
@@ -97,6 +101,9 @@ absl::Status Server::Run() {
         case Source::kTimer:
           sockets_.Dispatch(token, ev);
           break;
+        case Source::kResolver:
+          resolver_.OnEvent(token.id);
+          break;
         case Source::kSignal:
           if (const char* sig = ReadSignal(); sig != nullptr) stop_reason = sig;
           break;
@@ -127,7 +134,7 @@ void Server::Accept() {
     }
     const uint64_t id = next_client_id_++;
     auto client = std::make_unique<ControlClient>(
-        id, std::move(fd), cred, ControlContext{&loop_, &sockets_, &stats_, options_.ring_order});
+        id, std::move(fd), cred, ControlContext{&loop_, &sockets_, &stats_, options_.ring_order, &resolver_});
     if (auto s = client->Start(); !s.ok()) {
       Log(LogLevel::kWarn, "event=accept_failed error={}", Quoted(std::string(s.message())));
       continue;
@@ -152,6 +159,12 @@ void Server::DropClient(uint64_t id) {
   loop_.Remove(it->second->fd());
   clients_.erase(it);
   stats_.clients_now--;
+}
+
+void Server::OnLookupDone(uint64_t client_id, uint32_t seq, const proto::Reply& reply) {
+  auto it = clients_.find(client_id);
+  if (it == clients_.end()) return;  // gone meanwhile
+  if (!it->second->DeliverLookup(seq, reply)) DropClient(client_id);
 }
 
 const char* Server::ReadSignal() {

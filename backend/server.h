@@ -13,6 +13,7 @@
 #include "backend/event_loop.h"
 #include "backend/fd.h"
 #include "backend/listener.h"
+#include "backend/resolver.h"
 #include "backend/socket_table.h"
 #include "backend/stats.h"
 #include "shared/socket_page.h"
@@ -49,6 +50,7 @@ class Server {
   void Accept();
   void OnClientEvent(uint64_t id, uint32_t events);
   void DropClient(uint64_t id);
+  void OnLookupDone(uint64_t client_id, uint32_t seq, const proto::Reply& reply);
   // Returns the name of the signal that asked us to stop, or nullptr.
   const char* ReadSignal();
   void Shutdown(const char* reason);
@@ -59,6 +61,7 @@ class Server {
   Stats stats_;
   // After loop_: sockets and clients unregister from it when destroyed.
   SocketTable sockets_;
+  Resolver resolver_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<ControlClient>> clients_;
   UniqueFd signal_fd_;
   UniqueFd stop_fd_;

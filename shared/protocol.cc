@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,7 @@ class Writer {
   }
   void I32(int32_t v) { U32(static_cast<uint32_t>(v)); }
   void Bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
+  void Str(std::string_view s) { out_.insert(out_.end(), s.begin(), s.end()); }
   void Addr(const SockAddr& a) {
     U16(a.family);
     U16(a.port);
@@ -59,6 +62,12 @@ class Reader {
     if (n == 0) return;  // dst may be an empty vector's nullptr: memcpy(nullptr, ...) is UB
     std::memcpy(dst, b_.data() + pos_, n);
     pos_ += n;
+  }
+  std::string Str(size_t n) {
+    assert(n <= left());
+    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    pos_ += n;
+    return s;
   }
   SockAddr Addr() {
     SockAddr a;
@@ -145,6 +154,12 @@ int RequestBodySize(MsgType t) {
       return 8 + kAddrSize;
     case MsgType::kListen:
       return 12;
+    case MsgType::kResolve:
+      return -1;  // 20 + host + service
+    case MsgType::kNameInfo:
+      return kAddrSize + 8;
+    case MsgType::kHostEnt:
+      return -1;  // 8 + name or address
   }
   return -2;
 }
@@ -177,8 +192,32 @@ int ReplyBodySize(MsgType t) {
       return 4 + kAddrSize;
     case MsgType::kListen:
       return 4;
+    case MsgType::kResolve:
+      return -1;  // 16 + canonname + 36 per entry
+    case MsgType::kNameInfo:
+      return -1;  // 16 + host + service
+    case MsgType::kHostEnt:
+      return -1;  // 20 + name + aliases + addresses
   }
   return -2;
+}
+
+// The fixed part of a variable-size message's body, which must be present.
+size_t MinVariableBody(MsgType t, bool reply) {
+  switch (t) {
+    case MsgType::kSetSockOpt:
+      return 20;
+    case MsgType::kGetSockOpt:
+      return 8;
+    case MsgType::kResolve:
+      return reply ? 16 : 20;
+    case MsgType::kNameInfo:
+      return 16;
+    case MsgType::kHostEnt:
+      return reply ? 20 : 8;
+    default:
+      return 0;
+  }
 }
 
 void WriteHeader(Writer& w, uint16_t type, uint32_t seq) {
@@ -232,7 +271,7 @@ absl::StatusOr<ParsedHeader> ReadHeader(Reader& r, std::span<const uint8_t> byte
     return Badf(Name(type), ": body of ", body, " bytes, expected ", fixed);
   }
   // Variable-size messages: the fixed part before the option bytes must be there.
-  const size_t min_variable = reply ? 8 : 20;
+  const size_t min_variable = MinVariableBody(type, reply);
   if (fixed == -1 && body < min_variable) {
     return Badf(Name(type), ": body of ", body, " bytes, expected at least ", min_variable);
   }
@@ -248,6 +287,38 @@ absl::Status CheckZero(absl::string_view where, uint64_t v) {
   if (v != 0) return Badf(where, ": reserved field is ", v, ", must be 0");
   return absl::OkStatus();
 }
+
+// A name or service string: bounded, and free of NUL (it becomes a C string).
+absl::Status CheckText(absl::string_view where, absl::string_view s, size_t max) {
+  if (s.size() > max) return Badf(where, ": ", s.size(), " bytes exceed ", max);
+  if (s.find('\0') != absl::string_view::npos) return Badf(where, ": contains a NUL byte");
+  return absl::OkStatus();
+}
+
+absl::Status CheckFamily(absl::string_view where, uint32_t f, bool unspec_ok) {
+  if (f == AF_INET || f == AF_INET6 || (unspec_ok && f == AF_UNSPEC)) return absl::OkStatus();
+  return Badf(where, ": ", f, unspec_ok ? " is not AF_UNSPEC, AF_INET or AF_INET6"
+                                         : " is neither AF_INET nor AF_INET6");
+}
+
+absl::Status CheckTypeProto(absl::string_view where, int32_t socktype, int32_t protocol) {
+  if (socktype < 0 || socktype > 15) return Badf(where, ".socktype: ", socktype, " is not 0..15");
+  if (protocol < 0 || protocol > 65535) {
+    return Badf(where, ".protocol: ", protocol, " is not 0..65535");
+  }
+  return absl::OkStatus();
+}
+
+// sys_errno accompanies only the code that means "see errno" (EAI_SYSTEM, NETDB_INTERNAL).
+absl::Status CheckSysErrno(absl::string_view where, uint32_t sys_errno, bool allowed) {
+  if (sys_errno >= 4096) return Badf(where, ".sys_errno: ", sys_errno, " is not an errno value");
+  if (!allowed && sys_errno != 0) {
+    return Badf(where, ".sys_errno: ", sys_errno, " without EAI_SYSTEM/NETDB_INTERNAL");
+  }
+  return absl::OkStatus();
+}
+
+size_t AddrLen(uint16_t family) { return family == AF_INET ? 4 : 16; }
 
 absl::StatusOr<Request> ReadRequest(MsgType type, Reader& r) {
   switch (type) {
@@ -364,8 +435,211 @@ absl::StatusOr<Request> ReadRequest(MsgType type, Reader& r) {
       if (auto s = CheckSocketId("listen", m.socket_id); !s.ok()) return s;
       return m;
     }
+    case MsgType::kResolve: {
+      ResolveRequest m;
+      m.flags = r.U32();
+      m.family = r.U16();
+      const uint16_t present = r.U16();
+      m.socktype = r.I32();
+      m.protocol = r.I32();
+      const uint16_t host_len = r.U16();
+      const uint16_t service_len = r.U16();
+      if (m.flags & ~kAiAllFlags) return Badf("resolve.flags: 0x", absl::Hex(m.flags), " has unknown bits");
+      if (auto s = CheckFamily("resolve.family", m.family, true); !s.ok()) return s;
+      if (present & ~3u) return Badf("resolve.present: 0x", absl::Hex(present), " has unknown bits");
+      if (auto s = CheckTypeProto("resolve", m.socktype, m.protocol); !s.ok()) return s;
+      if (!(present & 1) && host_len != 0) return Badf("resolve.host_len: ", host_len, " for no host");
+      if (!(present & 2) && service_len != 0) {
+        return Badf("resolve.service_len: ", service_len, " for no service");
+      }
+      if (size_t{host_len} + service_len != r.left()) {
+        return Badf("resolve: host and service lengths say ", host_len + service_len, " but ",
+                    r.left(), " bytes follow");
+      }
+      if (present & 1) m.host = r.Str(host_len);
+      if (present & 2) m.service = r.Str(service_len);
+      if (m.host) {
+        if (auto s = CheckText("resolve.host", *m.host, kMaxHostNameLen); !s.ok()) return s;
+      }
+      if (m.service) {
+        if (auto s = CheckText("resolve.service", *m.service, kMaxServiceLen); !s.ok()) return s;
+      }
+      return m;
+    }
+    case MsgType::kNameInfo: {
+      NameInfoRequest m;
+      m.addr = r.Addr();
+      m.flags = r.U32();
+      const uint32_t want = r.U32();
+      if (auto s = CheckAddr("nameinfo.addr", m.addr); !s.ok()) return s;
+      if (m.flags & ~kNiAllFlags) {
+        return Badf("nameinfo.flags: 0x", absl::Hex(m.flags), " has unknown bits");
+      }
+      if (want == 0 || (want & ~3u)) return Badf("nameinfo.want: ", want, " is not 1..3");
+      m.want_host = want & 1;
+      m.want_service = want & 2;
+      return m;
+    }
+    case MsgType::kHostEnt: {
+      HostEntRequest m;
+      m.op = r.U16();
+      m.family = r.U16();
+      const uint16_t len = r.U16();
+      if (auto s = CheckZero("hostent.reserved", r.U16()); !s.ok()) return s;
+      if (m.op != HostEntRequest::kByName && m.op != HostEntRequest::kByAddr) {
+        return Badf("hostent.op: ", m.op, " is neither by-name (1) nor by-address (2)");
+      }
+      if (auto s = CheckFamily("hostent.family", m.family, false); !s.ok()) return s;
+      if (len != r.left()) return Badf("hostent.len: says ", len, " but ", r.left(), " bytes follow");
+      if (m.op == HostEntRequest::kByName) {
+        m.name = r.Str(len);
+        if (auto s = CheckText("hostent.name", m.name, kMaxHostNameLen); !s.ok()) return s;
+      } else {
+        if (len != AddrLen(m.family)) {
+          return Badf("hostent.len: ", len, " is not the address length of family ", m.family);
+        }
+        m.addr.resize(len);
+        r.Bytes(m.addr.data(), len);
+      }
+      return m;
+    }
   }
   return Bad("unreachable");
+}
+
+absl::StatusOr<Reply> ReadResolveReply(int32_t err, Reader& r) {
+  ResolveReply m;
+  m.err = err;
+  m.gai = r.U16();
+  const uint16_t flags = r.U16();
+  m.sys_errno = r.U32();
+  const uint16_t canon_len = r.U16();
+  const uint16_t count = r.U16();
+  if (m.gai > kMaxGaiCode) return Badf("resolve.gai: ", m.gai, " is not a result code");
+  if (flags & ~1u) return Badf("resolve.flags: 0x", absl::Hex(flags), " has unknown bits");
+  if (auto s = CheckSysErrno("resolve", m.sys_errno,
+                             m.gai == static_cast<uint16_t>(GaiCode::kSystem));
+      !s.ok()) {
+    return s;
+  }
+  const bool failed = err != 0 || m.gai != 0;
+  if (err != 0 && (m.gai != 0 || m.sys_errno != 0)) {
+    return Badf("resolve.gai: must be 0 when err is ", err);
+  }
+  if (failed && (flags != 0 || canon_len != 0 || count != 0)) {
+    return Badf("resolve: a failed lookup carries no name and no entries");
+  }
+  if (!failed && (count == 0 || count > kMaxResolveEntries)) {
+    return Badf("resolve.count: ", count, " is not 1..", kMaxResolveEntries);
+  }
+  if (!(flags & 1) && canon_len != 0) return Badf("resolve.canon_len: ", canon_len, " for no name");
+  constexpr size_t kEntrySize = 8 + kAddrSize;
+  if (size_t{canon_len} + count * kEntrySize != r.left()) {
+    return Badf("resolve: canon_len and count say ", canon_len + count * kEntrySize, " but ",
+                r.left(), " bytes follow");
+  }
+  if (flags & 1) {
+    m.canonname = r.Str(canon_len);
+    if (auto s = CheckText("resolve.canonname", *m.canonname, kMaxHostNameLen); !s.ok()) return s;
+  }
+  for (uint16_t i = 0; i < count; ++i) {
+    ResolveEntry e;
+    e.socktype = r.I32();
+    e.protocol = r.I32();
+    e.addr = r.Addr();
+    const std::string where = absl::StrCat("resolve.entry[", i, "]");
+    if (auto s = CheckTypeProto(where, e.socktype, e.protocol); !s.ok()) return s;
+    if (auto s = CheckAddr(where + ".addr", e.addr); !s.ok()) return s;
+    m.entries.push_back(e);
+  }
+  return m;
+}
+
+absl::StatusOr<Reply> ReadNameInfoReply(int32_t err, Reader& r) {
+  NameInfoReply m;
+  m.err = err;
+  m.gai = r.U16();
+  if (auto s = CheckZero("nameinfo.reserved", r.U16()); !s.ok()) return s;
+  m.sys_errno = r.U32();
+  const uint16_t host_len = r.U16();
+  const uint16_t service_len = r.U16();
+  if (m.gai > kMaxGaiCode) return Badf("nameinfo.gai: ", m.gai, " is not a result code");
+  if (auto s = CheckSysErrno("nameinfo", m.sys_errno,
+                             m.gai == static_cast<uint16_t>(GaiCode::kSystem));
+      !s.ok()) {
+    return s;
+  }
+  if (err != 0 && (m.gai != 0 || m.sys_errno != 0)) {
+    return Badf("nameinfo.gai: must be 0 when err is ", err);
+  }
+  if ((err != 0 || m.gai != 0) && (host_len != 0 || service_len != 0)) {
+    return Badf("nameinfo: a failed lookup carries no names");
+  }
+  if (size_t{host_len} + service_len != r.left()) {
+    return Badf("nameinfo: host and service lengths say ", host_len + service_len, " but ",
+                r.left(), " bytes follow");
+  }
+  m.host = r.Str(host_len);
+  m.service = r.Str(service_len);
+  if (auto s = CheckText("nameinfo.host", m.host, kMaxHostNameLen); !s.ok()) return s;
+  if (auto s = CheckText("nameinfo.service", m.service, kMaxServiceLen); !s.ok()) return s;
+  return m;
+}
+
+absl::StatusOr<Reply> ReadHostEntReply(int32_t err, Reader& r) {
+  HostEntReply m;
+  m.err = err;
+  m.herr = r.U16();
+  m.family = r.U16();
+  m.sys_errno = r.U32();
+  const uint16_t name_len = r.U16();
+  const uint16_t alias_count = r.U16();
+  const uint16_t addr_count = r.U16();
+  if (auto s = CheckZero("hostent.reserved", r.U16()); !s.ok()) return s;
+  if (m.herr > kMaxHostErr) return Badf("hostent.herr: ", m.herr, " is not an h_errno code");
+  if (auto s = CheckSysErrno("hostent", m.sys_errno,
+                             m.herr == static_cast<uint16_t>(HostErr::kInternal));
+      !s.ok()) {
+    return s;
+  }
+  if (err != 0 && (m.herr != 0 || m.sys_errno != 0)) {
+    return Badf("hostent.herr: must be 0 when err is ", err);
+  }
+  if (err != 0 || m.herr != 0) {
+    if (m.family != 0 || name_len != 0 || alias_count != 0 || addr_count != 0 || r.left() != 0) {
+      return Badf("hostent: a failed lookup carries no family, names or addresses");
+    }
+    return m;
+  }
+  if (auto s = CheckFamily("hostent.family", m.family, false); !s.ok()) return s;
+  if (alias_count > kMaxHostAliases) {
+    return Badf("hostent.alias_count: ", alias_count, " exceeds ", kMaxHostAliases);
+  }
+  if (addr_count == 0 || addr_count > kMaxHostAddrs) {
+    return Badf("hostent.addr_count: ", addr_count, " is not 1..", kMaxHostAddrs);
+  }
+  if (name_len > r.left()) return Badf("hostent.name_len: ", name_len, " exceeds the message");
+  m.name = r.Str(name_len);
+  if (auto s = CheckText("hostent.name", m.name, kMaxHostNameLen); !s.ok()) return s;
+  for (uint16_t i = 0; i < alias_count; ++i) {
+    const std::string where = absl::StrCat("hostent.alias[", i, "]");
+    if (r.left() < 2) return Badf(where, ": no room for its length");
+    const uint16_t len = r.U16();
+    if (len > r.left()) return Badf(where, ": length ", len, " exceeds the message");
+    m.aliases.push_back(r.Str(len));
+    if (auto s = CheckText(where, m.aliases.back(), kMaxHostNameLen); !s.ok()) return s;
+  }
+  const size_t alen = AddrLen(m.family);
+  if (addr_count * alen != r.left()) {
+    return Badf("hostent.addr_count: ", addr_count, " addresses of ", alen, " bytes, but ",
+                r.left(), " bytes follow");
+  }
+  for (uint16_t i = 0; i < addr_count; ++i) {
+    std::array<uint8_t, 16> a{};
+    r.Bytes(a.data(), alen);
+    m.addrs.push_back(a);
+  }
+  return m;
 }
 
 absl::StatusOr<Reply> ReadReply(MsgType type, Reader& r) {
@@ -480,6 +754,12 @@ absl::StatusOr<Reply> ReadReply(MsgType type, Reader& r) {
     }
     case MsgType::kListen:
       return ListenReply{err};
+    case MsgType::kResolve:
+      return ReadResolveReply(err, r);
+    case MsgType::kNameInfo:
+      return ReadNameInfoReply(err, r);
+    case MsgType::kHostEnt:
+      return ReadHostEntReply(err, r);
   }
   return Bad("unreachable");
 }
@@ -579,6 +859,12 @@ const char* Name(MsgType t) {
       return "bind";
     case MsgType::kListen:
       return "listen";
+    case MsgType::kResolve:
+      return "resolve";
+    case MsgType::kNameInfo:
+      return "nameinfo";
+    case MsgType::kHostEnt:
+      return "hostent";
   }
   return "unknown";
 }
@@ -649,6 +935,34 @@ std::vector<uint8_t> EncodeRequest(uint32_t seq, const Request& req) {
         } else if constexpr (std::is_same_v<T, ListenRequest>) {
           w.U64(m.socket_id);
           w.I32(m.backlog);
+        } else if constexpr (std::is_same_v<T, ResolveRequest>) {
+          assert(!m.host || m.host->size() <= kMaxHostNameLen);
+          assert(!m.service || m.service->size() <= kMaxServiceLen);
+          w.U32(m.flags);
+          w.U16(m.family);
+          w.U16(static_cast<uint16_t>((m.host ? 1 : 0) | (m.service ? 2 : 0)));
+          w.I32(m.socktype);
+          w.I32(m.protocol);
+          w.U16(static_cast<uint16_t>(m.host ? m.host->size() : 0));
+          w.U16(static_cast<uint16_t>(m.service ? m.service->size() : 0));
+          if (m.host) w.Str(*m.host);
+          if (m.service) w.Str(*m.service);
+        } else if constexpr (std::is_same_v<T, NameInfoRequest>) {
+          w.Addr(m.addr);
+          w.U32(m.flags);
+          w.U32((m.want_host ? 1u : 0u) | (m.want_service ? 2u : 0u));
+        } else if constexpr (std::is_same_v<T, HostEntRequest>) {
+          const bool by_name = m.op == HostEntRequest::kByName;
+          assert(m.name.size() <= kMaxHostNameLen && m.addr.size() <= 16);
+          w.U16(m.op);
+          w.U16(m.family);
+          w.U16(static_cast<uint16_t>(by_name ? m.name.size() : m.addr.size()));
+          w.U16(0);
+          if (by_name) {
+            w.Str(m.name);
+          } else {
+            w.Bytes(m.addr);
+          }
         } else {  // Release, GetSockName, GetPeerName
           w.U64(m.socket_id);
         }
@@ -691,6 +1005,41 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
                 m.connects_failed, m.bytes_to_host, m.bytes_from_host}) {
             w.U64(v);
           }
+        } else if constexpr (std::is_same_v<T, ResolveReply>) {
+          assert(m.entries.size() <= kMaxResolveEntries);
+          w.U16(m.gai);
+          w.U16(m.canonname ? 1 : 0);
+          w.U32(m.sys_errno);
+          w.U16(static_cast<uint16_t>(m.canonname ? m.canonname->size() : 0));
+          w.U16(static_cast<uint16_t>(m.entries.size()));
+          if (m.canonname) w.Str(*m.canonname);
+          for (const ResolveEntry& e : m.entries) {
+            w.I32(e.socktype);
+            w.I32(e.protocol);
+            w.Addr(e.addr);
+          }
+        } else if constexpr (std::is_same_v<T, NameInfoReply>) {
+          w.U16(m.gai);
+          w.U16(0);
+          w.U32(m.sys_errno);
+          w.U16(static_cast<uint16_t>(m.host.size()));
+          w.U16(static_cast<uint16_t>(m.service.size()));
+          w.Str(m.host);
+          w.Str(m.service);
+        } else if constexpr (std::is_same_v<T, HostEntReply>) {
+          w.U16(m.herr);
+          w.U16(m.family);
+          w.U32(m.sys_errno);
+          w.U16(static_cast<uint16_t>(m.name.size()));
+          w.U16(static_cast<uint16_t>(m.aliases.size()));
+          w.U16(static_cast<uint16_t>(m.addrs.size()));
+          w.U16(0);
+          w.Str(m.name);
+          for (const std::string& a : m.aliases) {
+            w.U16(static_cast<uint16_t>(a.size()));
+            w.Str(a);
+          }
+          for (const auto& a : m.addrs) w.Bytes(std::span(a).first(AddrLen(m.family)));
         }
       },
       rep);

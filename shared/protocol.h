@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -25,13 +26,16 @@ inline constexpr uint32_t kMagic = 0x314B5358;  // "XSK1" as little-endian bytes
 inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kHeaderSize = 16;
 inline constexpr size_t kMaxOptLen = 256;
-inline constexpr size_t kMaxMessageSize = 512;
+// The largest message: a resolve reply with kMaxResolveEntries entries and a long
+// canonical name (docs/protocol.md, "Name resolution"); every other message fits in 512.
+inline constexpr size_t kMaxMessageSize = 4096;
 inline constexpr uint16_t kReplyBit = 0x8000;
 
 // Capability bits exchanged in Hello; a feature is used only when both sides offer it.
 inline constexpr uint32_t kCapIpv6 = 1u << 0;
 inline constexpr uint32_t kCapStats = 1u << 1;
-inline constexpr uint32_t kAllCaps = kCapIpv6 | kCapStats;
+inline constexpr uint32_t kCapResolve = 1u << 2;  // resolve, nameinfo, hostent
+inline constexpr uint32_t kAllCaps = kCapIpv6 | kCapStats | kCapResolve;
 
 enum class MsgType : uint16_t {
   kHello = 1,
@@ -47,6 +51,9 @@ enum class MsgType : uint16_t {
   kStats = 11,
   kBind = 12,
   kListen = 13,
+  kResolve = 14,   // getaddrinfo on the host
+  kNameInfo = 15,  // getnameinfo on the host
+  kHostEnt = 16,   // gethostbyname2_r / gethostbyaddr_r on the host
 };
 
 // A socket address on the wire: 28 bytes. family is AF_INET or AF_INET6; port and
@@ -144,10 +151,101 @@ struct ListenRequest {
   bool operator==(const ListenRequest&) const = default;
 };
 
+// ---- Name resolution (docs/protocol.md, "Name resolution") ----
+//
+// Wire codes are xsock's own, not libc's numbers (EAI_* values differ between libcs);
+// shared/resolve_codes.h maps them both ways.
+
+inline constexpr size_t kMaxHostNameLen = 1024;  // NI_MAXHOST - 1: a host or canonical name
+inline constexpr size_t kMaxServiceLen = 255;    // a service name or port string
+inline constexpr size_t kMaxResolveEntries = 64;  // addrinfo entries in one reply
+inline constexpr size_t kMaxHostAliases = 32;     // hostent aliases in one reply
+inline constexpr size_t kMaxHostAddrs = 64;       // hostent addresses in one reply
+
+// getaddrinfo/getnameinfo results (EAI_*); kOk is 0.
+enum class GaiCode : uint16_t {
+  kOk = 0,
+  kBadFlags = 1,
+  kNoName = 2,
+  kAgain = 3,
+  kFail = 4,
+  kFamily = 5,
+  kSockType = 6,
+  kService = 7,
+  kMemory = 8,
+  kSystem = 9,  // the reply's sys_errno says which errno
+  kOverflow = 10,
+  kNoData = 11,
+  kAddrFamily = 12,
+  kIdnEncode = 13,
+};
+inline constexpr uint16_t kMaxGaiCode = 13;
+
+// h_errno of gethostbyname2_r / gethostbyaddr_r; kOk is 0.
+enum class HostErr : uint16_t {
+  kOk = 0,
+  kHostNotFound = 1,
+  kTryAgain = 2,
+  kNoRecovery = 3,
+  kNoData = 4,
+  kInternal = 5,  // NETDB_INTERNAL: the reply's sys_errno says which errno
+};
+inline constexpr uint16_t kMaxHostErr = 5;
+
+// addrinfo hint flags on the wire (ResolveRequest::flags).
+inline constexpr uint32_t kAiPassive = 1u << 0;
+inline constexpr uint32_t kAiCanonName = 1u << 1;
+inline constexpr uint32_t kAiNumericHost = 1u << 2;
+inline constexpr uint32_t kAiV4Mapped = 1u << 3;
+inline constexpr uint32_t kAiAll = 1u << 4;
+inline constexpr uint32_t kAiAddrConfig = 1u << 5;
+inline constexpr uint32_t kAiNumericServ = 1u << 6;
+inline constexpr uint32_t kAiIdn = 1u << 7;
+inline constexpr uint32_t kAiCanonIdn = 1u << 8;
+inline constexpr uint32_t kAiAllFlags = (1u << 9) - 1;
+
+// getnameinfo flags on the wire (NameInfoRequest::flags).
+inline constexpr uint32_t kNiNumericHost = 1u << 0;
+inline constexpr uint32_t kNiNumericServ = 1u << 1;
+inline constexpr uint32_t kNiNoFqdn = 1u << 2;
+inline constexpr uint32_t kNiNameReqd = 1u << 3;
+inline constexpr uint32_t kNiDgram = 1u << 4;
+inline constexpr uint32_t kNiIdn = 1u << 5;
+inline constexpr uint32_t kNiAllFlags = (1u << 6) - 1;
+
+// getaddrinfo(host, service, hints) on the host. An absent host or service is NULL.
+struct ResolveRequest {
+  uint32_t flags = 0;   // kAi* bits
+  uint16_t family = 0;  // AF_UNSPEC, AF_INET or AF_INET6
+  int32_t socktype = 0;  // 0..15
+  int32_t protocol = 0;  // 0..65535
+  std::optional<std::string> host;     // at most kMaxHostNameLen bytes, no NUL
+  std::optional<std::string> service;  // at most kMaxServiceLen bytes, no NUL
+  bool operator==(const ResolveRequest&) const = default;
+};
+// getnameinfo(addr, host?, service?, flags) on the host.
+struct NameInfoRequest {
+  SockAddr addr;
+  uint32_t flags = 0;  // kNi* bits
+  bool want_host = false;
+  bool want_service = false;
+  bool operator==(const NameInfoRequest&) const = default;
+};
+// gethostbyname2_r(name, family) or gethostbyaddr_r(addr, family) on the host.
+struct HostEntRequest {
+  enum Op : uint16_t { kByName = 1, kByAddr = 2 };
+  uint16_t op = kByName;
+  uint16_t family = 0;        // AF_INET or AF_INET6
+  std::string name;           // kByName: at most kMaxHostNameLen bytes, no NUL; else empty
+  std::vector<uint8_t> addr;  // kByAddr: 4 (AF_INET) or 16 (AF_INET6) bytes; else empty
+  bool operator==(const HostEntRequest&) const = default;
+};
+
 using Request = std::variant<HelloRequest, SocketRequest, ConnectRequest, ReleaseRequest,
                              ShutdownRequest, GetSockNameRequest, GetPeerNameRequest,
                              SetSockOptRequest, GetSockOptRequest, AttachRequest, StatsRequest,
-                             BindRequest, ListenRequest>;
+                             BindRequest, ListenRequest, ResolveRequest, NameInfoRequest,
+                             HostEntRequest>;
 
 // ---- Replies (xsockd -> library). err is a positive errno, 0 for success. ----
 
@@ -229,9 +327,45 @@ struct ListenReply {
   bool operator==(const ListenReply&) const = default;
 };
 
+// Name resolution replies: err is the exchange's errno (EOPNOTSUPP without kCapResolve);
+// with err 0 the lookup's own result is gai / herr. A failed lookup carries nothing else.
+struct ResolveEntry {
+  int32_t socktype = 0;  // 0..15
+  int32_t protocol = 0;  // 0..65535
+  SockAddr addr;
+  bool operator==(const ResolveEntry&) const = default;
+};
+struct ResolveReply {
+  int32_t err = 0;
+  uint16_t gai = 0;        // GaiCode; kOk: 1..kMaxResolveEntries entries
+  uint32_t sys_errno = 0;  // with GaiCode::kSystem only: 1..4095
+  std::optional<std::string> canonname;  // the first entry's ai_canonname
+  std::vector<ResolveEntry> entries;     // in the host's order
+  bool operator==(const ResolveReply&) const = default;
+};
+struct NameInfoReply {
+  int32_t err = 0;
+  uint16_t gai = 0;  // GaiCode
+  uint32_t sys_errno = 0;
+  std::string host;     // at most kMaxHostNameLen bytes, empty unless asked for
+  std::string service;  // at most kMaxServiceLen bytes, empty unless asked for
+  bool operator==(const NameInfoReply&) const = default;
+};
+struct HostEntReply {
+  int32_t err = 0;
+  uint16_t herr = 0;    // HostErr; kOk: family set and 1..kMaxHostAddrs addresses
+  uint16_t family = 0;  // h_addrtype: AF_INET (4-byte addresses) or AF_INET6 (16)
+  uint32_t sys_errno = 0;  // with HostErr::kInternal only (0 allowed: errno was 0)
+  std::string name;                    // h_name
+  std::vector<std::string> aliases;    // h_aliases, at most kMaxHostAliases
+  std::vector<std::array<uint8_t, 16>> addrs;  // h_addr_list; AF_INET uses bytes 0..3
+  bool operator==(const HostEntReply&) const = default;
+};
+
 using Reply = std::variant<HelloReply, SocketReply, ConnectReply, ReleaseReply, ShutdownReply,
                            GetSockNameReply, GetPeerNameReply, SetSockOptReply, GetSockOptReply,
-                           AttachReply, StatsReply, BindReply, ListenReply>;
+                           AttachReply, StatsReply, BindReply, ListenReply, ResolveReply,
+                           NameInfoReply, HostEntReply>;
 
 MsgType TypeOf(const Request& r);
 MsgType TypeOf(const Reply& r);

@@ -70,7 +70,7 @@ Bytes EncodedReply(MsgType t) { return EncodeReply(1, SampleReply(t)); }
 
 std::vector<MsgType> AllTypes() {
   std::vector<MsgType> all;
-  for (uint16_t t = 1; t <= static_cast<uint16_t>(MsgType::kListen); ++t) {
+  for (uint16_t t = 1; t <= static_cast<uint16_t>(MsgType::kHostEnt); ++t) {
     all.push_back(static_cast<MsgType>(t));
   }
   return all;
@@ -188,14 +188,20 @@ TEST_CASE("replies with edge values and error codes survive a round trip", "[pro
   for (Reply r : SampleReplies()) {
     std::visit([](auto& m) { m.err = 4095; }, r);
     if (auto* b = std::get_if<BindReply>(&r)) b->addr = {};  // a failed bind names no address
+    // A failed name lookup carries no names and no addresses.
+    if (auto* x = std::get_if<ResolveReply>(&r)) *x = ResolveReply{.err = 4095};
+    if (auto* x = std::get_if<NameInfoReply>(&r)) *x = NameInfoReply{.err = 4095};
+    if (auto* x = std::get_if<HostEntReply>(&r)) *x = HostEntReply{.err = 4095};
     edges.push_back(r);
   }
   for (const Reply& r : edges) CheckReplyRoundTrip(r, 78);
 }
 
 TEST_CASE("messages have the documented size", "[protocol]") {
-  const std::vector<size_t> request_sizes = {24, 32, 52, 24, 28, 24, 24, 40, 36, 20, 20, 52, 28};
-  const std::vector<size_t> reply_sizes = {32, 32, 20, 20, 20, 48, 48, 20, 28, 40, 88, 48, 20};
+  const std::vector<size_t> request_sizes = {24, 32, 52, 24, 28, 24, 24, 40,
+                                             36, 20, 20, 52, 28, 64, 52, 36};
+  const std::vector<size_t> reply_sizes = {32, 32, 20, 20, 20, 48, 48, 20,
+                                           28, 40, 88, 48, 20, 127, 52, 85};
   const auto requests = SampleRequests();
   const auto replies = SampleReplies();
   REQUIRE(requests.size() == request_sizes.size());
@@ -439,12 +445,12 @@ TEST_CASE("a packet longer than the largest message is rejected before parsing",
   Bytes b = EncodedRequest(MsgType::kSetSockOpt);
   b.resize(kMaxMessageSize + 1);
   FixLength(b);
-  CHECK_THAT(RequestError(b), StartsWith("header: message of 513 bytes exceeds 512"));
-  CHECK_THAT(ReplyError(b), StartsWith("header: message of 513 bytes exceeds 512"));
+  CHECK_THAT(RequestError(b), StartsWith("header: message of 4097 bytes exceeds 4096"));
+  CHECK_THAT(ReplyError(b), StartsWith("header: message of 4097 bytes exceeds 4096"));
 }
 
 TEST_CASE("an unknown message type is rejected", "[protocol]") {
-  for (uint16_t t : {0, 14, 0x100, 0x7FFF}) {
+  for (uint16_t t : {0, 17, 0x100, 0x7FFF}) {
     Bytes req = EncodedRequest(MsgType::kStats);
     Bytes rep = EncodedReply(MsgType::kStats);
     Put16(req, kTypeOffset, t);
@@ -725,7 +731,8 @@ TEST_CASE("getsockopt reply rejects a value longer than 256 bytes or a wrong opt
 TEST_CASE("each message type has a name, and variants map to their type", "[protocol]") {
   const std::vector<std::string> names = {"hello",      "socket",      "connect",     "release",
                                           "shutdown",   "getsockname", "getpeername", "setsockopt",
-                                          "getsockopt", "attach",      "stats"};
+                                          "getsockopt", "attach",      "stats",       "bind",
+                                          "listen",     "resolve",     "nameinfo",    "hostent"};
   const auto requests = SampleRequests();
   const auto replies = SampleReplies();
   for (size_t i = 0; i < names.size(); ++i) {
@@ -735,7 +742,7 @@ TEST_CASE("each message type has a name, and variants map to their type", "[prot
     CHECK(TypeOf(replies[i]) == t);
   }
   CHECK(std::string(Name(static_cast<MsgType>(0))) == "unknown");
-  CHECK(std::string(Name(static_cast<MsgType>(14))) == "unknown");
+  CHECK(std::string(Name(static_cast<MsgType>(17))) == "unknown");
 }
 
 TEST_CASE("only attach requests and successful socket/attach/listen replies carry descriptors",

@@ -47,6 +47,17 @@ std::vector<Request> SampleRequests() {
       StatsRequest{},
       BindRequest{.socket_id = 14, .addr = V4(0, 0, 0, 0, 8080)},
       ListenRequest{.socket_id = 15, .backlog = 128},
+      ResolveRequest{.flags = kAiCanonName | kAiAddrConfig,
+                     .family = AF_INET6,
+                     .socktype = SOCK_STREAM,
+                     .protocol = IPPROTO_TCP,
+                     .host = "only-in-test.xsock.test",
+                     .service = "https"},
+      NameInfoRequest{.addr = V4(10, 77, 0, 9, 443),
+                      .flags = kNiNameReqd,
+                      .want_host = true,
+                      .want_service = true},
+      HostEntRequest{.op = HostEntRequest::kByName, .family = AF_INET6, .name = "example.test"},
   };
 }
 
@@ -76,6 +87,20 @@ std::vector<Reply> SampleReplies() {
                  .bytes_from_host = uint64_t{1} << 40},
       BindReply{.err = 0, .addr = LinkLocalV6(40001, 0, 4)},
       ListenReply{.err = 0},
+      ResolveReply{.err = 0,
+                   .canonname = "only-in-test.xsock.test",
+                   .entries = {{.socktype = SOCK_STREAM,
+                                .protocol = IPPROTO_TCP,
+                                .addr = V4(10, 77, 0, 9, 443)},
+                               {.socktype = SOCK_STREAM,
+                                .protocol = IPPROTO_TCP,
+                                .addr = LinkLocalV6(443, 0, 2)}}},
+      NameInfoReply{.err = 0, .host = "host.xsock.test", .service = "https"},
+      HostEntReply{.err = 0,
+                   .family = AF_INET,
+                   .name = "only-in-test.xsock.test",
+                   .aliases = {"alias.xsock.test"},
+                   .addrs = {{10, 77, 0, 9}, {10, 77, 0, 10}}},
   };
 }
 
