@@ -31,6 +31,10 @@ constexpr Rule kRules[] = {
     {SOL_SOCKET, SO_DOMAIN, OptAccess::kGetOnly},
     {SOL_SOCKET, SO_PROTOCOL, OptAccess::kGetOnly},
     {SOL_SOCKET, SO_ACCEPTCONN, OptAccess::kGetOnly},
+    // Reading them tells nothing about the host a client could not learn otherwise;
+    // setting them would move traffic (device binding, source routes).
+    {SOL_SOCKET, SO_BINDTODEVICE, OptAccess::kGetOnly},
+    {IPPROTO_IP, IP_OPTIONS, OptAccess::kGetOnly},
     {IPPROTO_TCP, TCP_NODELAY, OptAccess::kGetSet},
     {IPPROTO_TCP, TCP_CORK, OptAccess::kGetSet},
     {IPPROTO_TCP, TCP_KEEPIDLE, OptAccess::kGetSet},

@@ -5,6 +5,7 @@
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <net/if.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -688,6 +689,17 @@ void App_sockopt_values() {
   lg = {0, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   dump("after changes");
+  {
+    // sshd reads both on every connection (VRF name, source-routing check).
+    char dev[IFNAMSIZ] = "x";
+    socklen_t devlen = sizeof dev;
+    const std::string r = Ret(getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, &devlen));
+    Sayf("SO_BINDTODEVICE: {} len {}", r, devlen);
+    unsigned char opts[40];
+    socklen_t optlen = sizeof opts;
+    const std::string o = Ret(getsockopt(fd, IPPROTO_IP, IP_OPTIONS, opts, &optlen));
+    Sayf("IP_OPTIONS: {} len {}", o, optlen);
+  }
   {
     const std::string set = SetInt(fd, SOL_SOCKET, SO_RCVBUF, 65536);
     Sayf("SO_RCVBUF set 65536: {} get {}", set, GetIntStr(fd, SOL_SOCKET, SO_RCVBUF));
