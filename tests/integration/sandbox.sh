@@ -5,16 +5,19 @@
 # prctl(PR_SET_SECCOMP) with a filter that kills on anything but read/write/poll & co,
 # then moves 4 MiB each way (nonblocking poll loop, then blocking) with a hash check. The
 # library must see the prctl and use only read(), write() and poll() on the channel: a
-# forbidden call ends the program with SIGSYS (status 159).
+# forbidden call ends the program with SIGSYS (status 159). A third run installs the filter
+# with syscall(SYS_seccomp) instead, which the library sees through its syscall() hook.
 source "$(dirname "$0")/lib.sh"
 require_root_and_netns
 [[ -n ${SANDBOX_CHECK:-} ]] || fail "SANDBOX_CHECK is not set"
 
 start_xsockd
-for mode in poll blocking; do
+for mode in poll blocking poll-via-syscall; do
   start_echo_server --bind 127.0.0.1 --max-clients 1
-  log "sandbox-check --mode $mode --bytes 4M to 127.0.0.1 port $ECHO_PORT, in unshare -n via xsockd"
-  routed timeout -k 5 60 "$SANDBOX_CHECK" --mode "$mode" --bytes 4M 127.0.0.1 "$ECHO_PORT" \
+  args=(--mode "${mode%-via-syscall}")
+  [[ $mode == *-via-syscall ]] && args+=(--via-syscall)
+  log "sandbox-check ${args[*]} --bytes 4M to 127.0.0.1 port $ECHO_PORT, in unshare -n via xsockd"
+  routed timeout -k 5 60 "$SANDBOX_CHECK" "${args[@]}" --bytes 4M 127.0.0.1 "$ECHO_PORT" \
     >"$WORK/client.$mode.out" 2>&1
   rc=$?
   cat "$WORK/client.$mode.out"

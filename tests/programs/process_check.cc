@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "libintercept/raw_syscall.h"
 #include "tests/programs/common.h"
 
 extern char** environ;
@@ -352,8 +353,9 @@ int Inetd(const char* host, const char* port, bool raw, char** cmd) {
     if (dup2(fd, 0) != 0 || dup2(fd, 1) != 1) _exit(126);
     close(fd);
     if (raw) {
-      // What a program sees without the library: no LD_PRELOAD, and a raw system call so
-      // that our own exec hook cannot put it back.
+      // What a program sees without the library: no LD_PRELOAD, and the system call
+      // instruction itself, so that neither the exec hooks nor the syscall() hook can put
+      // it back.
       std::vector<char*> env;
       for (char** e = environ; *e != nullptr; ++e) {
         if (std::strncmp(*e, "LD_PRELOAD=", 11) != 0) env.push_back(*e);
@@ -365,7 +367,7 @@ int Inetd(const char* host, const char* port, bool raw, char** cmd) {
         std::snprintf(path, sizeof(path), "/usr/bin/%s", cmd[0]);
         p = path;
       }
-      syscall(SYS_execve, p, cmd, env.data());
+      xsock::intercept::RawSyscall(SYS_execve, p, cmd, env.data());
       _exit(127);
     }
     execvp(cmd[0], cmd);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,10 +47,17 @@ void Say(const std::string& s) {
   _exit(1);
 }
 
-void Confine() {
+void Confine(bool via_syscall) {
   std::vector<sock_filter> f = xsock::testprog::SandboxFilter();
   sock_fprog prog = {static_cast<unsigned short>(f.size()), f.data()};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail("PR_SET_NO_NEW_PRIVS: " + ErrnoName(errno));
+  if (via_syscall) {
+    // As libseccomp and some runtimes do: seccomp(2) through libc's syscall().
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+      Fail("seccomp(SECCOMP_SET_MODE_FILTER): " + ErrnoName(errno));
+    }
+    return;
+  }
   // libc's prctl, as OpenSSH calls it: the preload library sees this one.
   if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
     Fail("PR_SET_SECCOMP: " + ErrnoName(errno));
@@ -145,12 +153,15 @@ void RunBlocking(int fd, uint64_t bytes, Hash& sent_hash, Hash& got_hash) {
 
 int main(int argc, char** argv) {
   std::string mode = "poll";
+  bool via_syscall = false;
   uint64_t bytes = 4u << 20;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--mode" && i + 1 < argc) {
       mode = argv[++i];
+    } else if (arg == "--via-syscall") {
+      via_syscall = true;
     } else if (arg == "--bytes" && i + 1 < argc) {
       const auto b = xsock::testprog::ParseSize(argv[++i]);
       if (!b || *b == 0 || *b > (1ull << 30)) {
@@ -163,7 +174,7 @@ int main(int argc, char** argv) {
     }
   }
   if ((mode != "poll" && mode != "blocking") || positional.size() != 2) {
-    std::fprintf(stderr, "usage: xsock-sandbox-check [--mode poll|blocking] [--bytes N] ADDR PORT\n");
+    std::fprintf(stderr, "usage: xsock-sandbox-check [--mode poll|blocking] [--via-syscall] [--bytes N] ADDR PORT\n");
     return 2;
   }
   const auto port = xsock::testprog::ParsePort(positional[1]);
@@ -181,7 +192,7 @@ int main(int argc, char** argv) {
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) Fail("fcntl: " + ErrnoName(errno));
   }
   std::fflush(stdout);
-  Confine();
+  Confine(via_syscall);
   Say("confined");
   Hash sent_hash, got_hash;
   if (mode == "poll") {
