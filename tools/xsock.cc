@@ -454,7 +454,6 @@ int Explain(int argc, char** argv) {
     return kConfigError;
   }
   const Config& c = *r.config;
-  std::printf("config: %s\n", path.c_str());
 
   // The profile.
   ProfileChoice choice;
@@ -505,6 +504,7 @@ int Explain(int argc, char** argv) {
     why = choice.profile != nullptr ? "no --profile or --app given; default_profile"
                                     : "no --profile or --app given and there is no default_profile";
   }
+  std::printf("config: %s\n", path.c_str());
   if (choice.profile == nullptr) {
     std::printf("profile: none (%s)\n", why.c_str());
     std::printf("action: bypass (no profile: the configuration routes nothing for this "
@@ -564,8 +564,8 @@ bool IsFile(const std::string& p) {
   return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// The canonical absolute path (no "..", no symlinks), or `p` if it has none.
 std::string Absolute(const std::string& p) {
-  if (!p.empty() && p[0] == '/') return p;
   char* real = realpath(p.c_str(), nullptr);
   if (real == nullptr) return p;
   std::string out = real;
