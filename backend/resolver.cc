@@ -16,6 +16,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -316,6 +317,21 @@ void Resolver::Complete(uint64_t ticket, proto::Reply reply) {
   const Pending p = it->second;
   pending_.erase(it);
   if (--per_pid_[p.pid] <= 0) per_pid_.erase(p.pid);
+  const int code = std::visit(
+      [](const auto& m) -> int {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, proto::HostEntReply>) {
+          return m.herr;
+        } else if constexpr (std::is_same_v<T, proto::ResolveReply> ||
+                             std::is_same_v<T, proto::NameInfoReply>) {
+          return m.gai;
+        } else {
+          return -1;
+        }
+      },
+      reply);
+  Log(LogLevel::kDebug, "event=lookup client={} pid={} type={} result={}", p.client_id, p.pid,
+      proto::Name(p.type), code);
   deliver_(p.client_id, p.seq, std::move(reply));
 }
 
