@@ -127,6 +127,20 @@ class FdTable {
 
   static bool CanHold(int fd) { return fd >= 0 && fd < kMaxFds; }
 
+  // Calls f(fd) for every descriptor whose entry is `obj`, skipping absent chunks (the
+  // answer can be stale, as with Contains). For rare whole-table work: listen(), a
+  // failed connect.
+  template <class F>
+  void ForEachHolding(const RefCounted* obj, F&& f) const {
+    for (int c = 0; c < kChunks; ++c) {
+      const Chunk* chunk = chunks_[c].load(std::memory_order_acquire);
+      if (chunk == nullptr) continue;
+      for (int i = 0; i < kChunkSize; ++i) {
+        if (chunk->slots[i].load(std::memory_order_relaxed) == obj) f(c * kChunkSize + i);
+      }
+    }
+  }
+
  private:
   struct Chunk {
     std::atomic<RefCounted*> slots[kChunkSize];

@@ -172,6 +172,24 @@ void Interceptor::Disconnect(FrontSocket& s, int fd) {
   }
   sys_.close(k);
   AfterTcpSocket(fd);
+  FollowDuplicates(&s, fd, nullptr);
+}
+
+void Interceptor::FollowDuplicates(const FrontSocket* old, int fd, FrontSocket* now) {
+  std::vector<int> dups;
+  table_.ForEachHolding(old, [&](int d) {
+    if (d != fd) dups.push_back(d);
+  });
+  for (const int d : dups) {
+    const int fdfl = sys_.fcntl(d, F_GETFD);
+    if (sys_.dup3(fd, d, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) continue;
+    if (now != nullptr) {
+      table_.Install(d, now);
+    } else {
+      table_.Remove(d);
+      AfterTcpSocket(d);
+    }
+  }
 }
 
 bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
@@ -401,6 +419,7 @@ Result Interceptor::Listen(FrontSocket& s, int fd, int backlog) {
   sys_.close(channel);
   table_.Install(fd, listener);
   for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  FollowDuplicates(&s, fd, listener);
   return Result::Ok(0);
 }
 

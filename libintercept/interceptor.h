@@ -113,6 +113,10 @@ class Interceptor {
   // being an unconnected kernel socket (Disconnect), as TCP's tcp_disconnect leaves it.
   Result AfterConnectAttempt(FrontSocket& s, int fd, Result r);
   void Disconnect(FrontSocket& s, int fd);
+  // After `fd` was given a new file in place of routed socket `old`: every other number
+  // of this process that still refers to `old` (a dup made before) gets the same file and
+  // table entry `now` (none: an unrouted kernel socket), as duplicates share one socket.
+  void FollowDuplicates(const FrontSocket* old, int fd, FrontSocket* now);
   // Gets a socket from xsockd and installs its channel over `fd` (flags kept, options
   // replayed). `unreachable` is the errno when xsockd cannot be asked. On success *out
   // is the routed socket (the table holds it; valid while `fd` is not closed).

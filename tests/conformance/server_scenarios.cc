@@ -463,4 +463,43 @@ void Peer_listener_close_with_pending() {
   Post("peer.done");
 }
 
+// ---------------------------------------------------------------------------------------
+SCENARIO(dup_before_listen, 24620, "a duplicate made between bind and listen is the listener too");
+void App_dup_before_listen() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  Sayf("SO_REUSEADDR: {}", SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1));
+  Sayf("bind: {}", BindRet(fd, AF_INET, 0));
+  const int dup_fd = dup(fd);
+  const int cloexec_fd = fcntl(fd, F_DUPFD_CLOEXEC, 100);
+  Sayf("dup: {} F_DUPFD_CLOEXEC: {}", dup_fd >= 0 ? "ok" : Ret(dup_fd),
+       cloexec_fd >= 100 ? "ok" : Ret(cloexec_fd));
+  Sayf("listen: {}", Ret(listen(fd, 8)));
+  Sayf("SO_ACCEPTCONN on the duplicates: {} {}", GetIntStr(dup_fd, SOL_SOCKET, SO_ACCEPTCONN),
+       GetIntStr(cloexec_fd, SOL_SOCKET, SO_ACCEPTCONN));
+  Sayf("flags of the duplicates: {} / {}", FdFlags(dup_fd), FdFlags(cloexec_fd));
+  Sayf("duplicate's name: {}", DescribeSockName(dup_fd));
+  Post("app.listening");
+  int c = -1;
+  Sayf("accept on the duplicate: {}", AcceptDescribe(dup_fd, 0, &c));
+  Sayf("recv: {}", Recv(c, 100));
+  close(c);
+  Sayf("close the original: {}", Ret(close(fd)));
+  Post("app.accepted1");
+  Sayf("accept on the other duplicate: {}", AcceptDescribe(cloexec_fd, 0, &c));
+  Sayf("recv: {}", Recv(c, 100));
+  close(c);
+  close(dup_fd);
+  close(cloexec_fd);
+}
+void Peer_dup_before_listen() {
+  Await("app.listening");
+  int fd = ConnectPeer();
+  SendAll(fd, "one");
+  close(fd);
+  Await("app.accepted1");
+  fd = ConnectPeer();
+  SendAll(fd, "two");
+  close(fd);
+}
+
 }  // namespace xsock::conform
