@@ -27,6 +27,7 @@ int HostEntFailure(const proto::HostEntReply& reply, hostent** result, int* h_er
   *result = nullptr;
   const int herr = proto::HostErrFromWire(reply.herr);
   *h_errnop = herr;
+  h_errno = herr;  // glibc's resolver sets the global too, and programs read it (Python)
   int rc = 0;
   if (HostErrIsNotFound(herr)) {
     rc = 0;

@@ -12,6 +12,8 @@ packages=(
   clang libclang-rt-14-dev
   # tests, demo and benchmarks: real programs and namespace tooling
   curl python3 iproute2 util-linux procps git coreutils psmisc
+  # tests/integration/resolve_backend.sh: a DNS server on a test namespace's loopback
+  dnsmasq-base
   # tests/compat: the real-program matrix (ssh, telnet, redis, iperf3) and diagnosis
   openssh-server openssh-client inetutils-telnetd inetutils-telnet inetutils-inetd expect
   redis-server redis-tools iperf3 strace
