@@ -108,6 +108,8 @@ class FrontSocket final : public RefCounted {
 
   uint64_t socket_id() const { return socket_id_; }
   int domain() const { return domain_; }
+  // EPIPE, with SIGPIPE to the calling thread unless `flags` has MSG_NOSIGNAL.
+  static Result PipeError(int flags);
   SocketPage* page() const { return page_; }
   // The control connection generation that may name this socket (see ControlClient).
   uint64_t attached_generation() const { return attached_gen_.load(std::memory_order_acquire); }
@@ -141,7 +143,6 @@ class FrontSocket final : public RefCounted {
   Result Wake(int fd);
   // The error a failed or reset socket reports once (0 if none is pending).
   int TakePendingError();
-  Result PipeError(int flags);
   Result AwaitConnect(int fd, bool nonblocking);
   // Waits while the state is kConnecting, without taking the result.
   Result WaitWhileConnecting(int fd);

@@ -21,6 +21,7 @@
 #include <cstdarg>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "libintercept/fd_table.h"
 #include "libintercept/front_socket.h"
@@ -130,7 +131,29 @@ constexpr bool IsReceiveCall(std::string_view name) {
   return name.starts_with("read") || name.starts_with("recv") || name.starts_with("__read") ||
          name.starts_with("__recv");
 }
-inline Result OnListener(bool receive) { return Result::Err(receive ? ENOTCONN : EPIPE); }
+template <class T>
+constexpr int FlagsArg(T v) {
+  if constexpr (std::is_integral_v<T>) {
+    return static_cast<int>(v);
+  } else {
+    return 0;
+  }
+}
+// The flags argument of a send call (MSG_NOSIGNAL decides SIGPIPE); write(), writev()
+// and sendfile() have none.
+template <class... A>
+int SendFlags(std::string_view name, A... a) {
+  const int at = name == "sendmsg" ? 2
+                 : (name == "send" || name == "sendto" || name == "sendmmsg") ? 3
+                                                                                 : -1;
+  int i = 0, flags = 0;
+  ((flags = (i++ == at ? FlagsArg(a) : flags)), ...);
+  return flags;
+}
+// tcp_sendmsg() on a listener: EPIPE and SIGPIPE, as on any unconnected stream.
+inline Result OnListener(bool receive, int send_flags) {
+  return receive ? Result::Err(ENOTCONN) : FrontSocket::PipeError(send_flags);
+}
 
 // ---- Generated: one call on one descriptor ----
 
@@ -140,7 +163,9 @@ inline Result OnListener(bool receive) { return Result::Err(receive ? ENOTCONN :
       FrontSocket& s = *ref.as<FrontSocket>();                          \
       if constexpr (IsDataCall(#name)) {                                \
         if (s.state() == SocketState::kListening) {                     \
-          return ToLibc<ret>(OnListener(IsReceiveCall(#name)));         \
+          const int send_flags_ =                                       \
+              [](auto... a) { return SendFlags(#name, a...); } args;    \
+          return ToLibc<ret>(OnListener(IsReceiveCall(#name), send_flags_)); \
         }                                                               \
       }                                                                 \
       return Guard([&] { return ToLibc<ret>(routed); });                \

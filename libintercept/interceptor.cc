@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libintercept/listener.h"
+#include "libintercept/raw_syscall.h"
 #include "shared/socket_page.h"
 
 namespace xsock::intercept {
@@ -200,7 +202,25 @@ bool Interceptor::IsRoutableSocket(int fd, const sockaddr* addr) {
     return false;  // SCTP, MPTCP, ... stay with the kernel
   }
   // A family mismatch is the kernel's error to report.
-  return GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) == 0 && domain == addr->sa_family;
+  if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_DOMAIN, &domain) != 0 || domain != addr->sa_family) {
+    return false;
+  }
+  // Listening or connected already (routing was not wanted then): the kernel's EINVAL or
+  // EISCONN.
+  int listening = 0;
+  if (GetIntOpt(sys_, fd, SOL_SOCKET, SO_ACCEPTCONN, &listening) != 0 || listening) return false;
+  sockaddr_storage peer;
+  socklen_t plen = sizeof(peer);
+  return RawSyscall(SYS_getpeername, fd, &peer, &plen) != 0;
+}
+
+bool Interceptor::IsBoundByKernel(int fd) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (RawSyscall(SYS_getsockname, fd, &ss, &len) != 0) return false;
+  if (ss.ss_family == AF_INET) return reinterpret_cast<const sockaddr_in&>(ss).sin_port != 0;
+  if (ss.ss_family == AF_INET6) return reinterpret_cast<const sockaddr_in6&>(ss).sin6_port != 0;
+  return false;
 }
 
 Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out) {
@@ -354,8 +374,9 @@ FrontSocket* Interceptor::NewListener(uint64_t socket_id, int domain) {
 
 Result Interceptor::Bind(int fd, const sockaddr* addr, socklen_t len) {
   FdRef ref = table_.Find(fd);
-  if (!ref && (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr))) {
-    return Result::FromLibc(sys_.bind(fd, addr, len));
+  if (!ref &&
+      (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr) || IsBoundByKernel(fd))) {
+    return Result::FromLibc(sys_.bind(fd, addr, len));  // bound already: the kernel's EINVAL
   }
   if (addr == nullptr) return Result::Err(EFAULT);
   auto where = proto::FromSockaddr(addr, len);

@@ -108,6 +108,8 @@ class Interceptor {
   // connect() of a routed socket that has not connected yet (made by bind()).
   Result ConnectIdle(FrontSocket& s, int fd, const proto::SockAddr& dest);
   bool IsRoutableSocket(int fd, const sockaddr* addr);
+  // True if the kernel socket has a local port already (bind, or listen's autobind).
+  bool IsBoundByKernel(int fd);
   Result Route(int fd, const sockaddr* addr, socklen_t len);
   // What a connect() that ended with `r` returns; a failed socket first goes back to
   // being an unconnected kernel socket (Disconnect), as TCP's tcp_disconnect leaves it.

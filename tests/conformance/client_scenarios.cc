@@ -863,4 +863,38 @@ void Peer_peer_half_close() {
   Post("peer.done");
 }
 
+// ---------------------------------------------------------------------------------------
+SCENARIO(listener_data_calls, 24630, "data calls on a listening socket: ENOTCONN, EPIPE + SIGPIPE");
+void App_listener_data_calls() {
+  const int l = socket(AF_INET, SOCK_STREAM, 0);
+  SetInt(l, SOL_SOCKET, SO_REUSEADDR, 1);
+  socklen_t len = 0;
+  const sockaddr_storage ss = Loopback(AF_INET, 0, &len);
+  const std::string bound = Ret(bind(l, reinterpret_cast<const sockaddr*>(&ss), len));
+  Sayf("bind: {}", bound);
+  Sayf("listen: {}", Ret(listen(l, 4)));
+  InstallHandler(SIGPIPE, true);
+  char b[4] = {'x', 'y', 'z', 0};
+  auto sent = [](ssize_t r) { return fmt::format("{} sigpipes={}", Ret(r), int{g_signals}); };
+  Sayf("write: {}", sent(write(l, b, 3)));
+  Sayf("send MSG_NOSIGNAL: {}", sent(send(l, b, 3, MSG_NOSIGNAL)));
+  Sayf("send: {}", sent(send(l, b, 3, 0)));
+  iovec iov = {b, 3};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  Sayf("sendmsg MSG_NOSIGNAL: {}", sent(sendmsg(l, &mh, MSG_NOSIGNAL)));
+  Sayf("sendto: {}", sent(sendto(l, b, 3, 0, nullptr, 0)));
+  Sayf("read: {}", Ret(read(l, b, sizeof b)));
+  Sayf("recv MSG_DONTWAIT: {}", Ret(recv(l, b, sizeof b, MSG_DONTWAIT)));
+  Sayf("bind again: {}", Ret(bind(l, reinterpret_cast<const sockaddr*>(&ss), len)));
+  Sayf("close: {}", Ret(close(l)));
+  // listen() first (the kernel picks a port), then bind: EINVAL, on a kernel socket or not.
+  const int k = socket(AF_INET, SOCK_STREAM, 0);
+  Sayf("listen unbound: {}", Ret(listen(k, 4)));
+  Sayf("bind after listen: {}", Ret(bind(k, reinterpret_cast<const sockaddr*>(&ss), len)));
+  close(k);
+}
+void Peer_listener_data_calls() {}
+
 }  // namespace xsock::conform
