@@ -143,6 +143,26 @@ TEST_CASE("TOML syntax errors carry the position toml++ reports") {
         Lines{"t.conf:3:7: TOML syntax: key-value pair: cannot redefine existing integer 'log'"});
 }
 
+TEST_CASE("a table header starting with a non-key character is a syntax error, not an abort") {
+  // toml++ 3.3.0 asserts here; shared/config.cc compiles its assertions out.
+  CHECK(Errors("[=]\n") == Lines{"t.conf:1:2: TOML syntax: key: expected bare key "
+                                 "starting character or string delimiter, saw '='"});
+  CHECK(Errors("[[.x]]\n").size() == 1);
+  CHECK(Errors("[\x01]\n").size() == 1);
+}
+
+TEST_CASE("non-ASCII text is a syntax error outside strings and comments, fine inside") {
+  // toml++ 3.3.0 reached an unreachable point classifying U+00A1..U+0499 as whitespace.
+  CHECK(Errors("[profile\xd0\x87]\n").size() == 1);
+  CHECK(Errors("a = 1 \xc3\xa9\n").size() == 1);
+  CHECK(Errors("a = 1\":\xc6\x98" "fff\n").size() == 1);
+  CHECK(Errors("x = \"\"\"a\\\n  \xc3\xa9\"\"\"\n").size() == 1);  // top level: unknown key 'x'
+  const std::string ok =
+      "\xEF\xBB\xBF# caf\xc3\xa9 \xd0\x87\n[[profile]]\nname = \"p\" # \xd0\x87\n"
+      "outgoing_default = \"route\"\n[settings]\nlog = '/var/log/\xd0\x87'\n";
+  CHECK(Errors(ok).empty());
+}
+
 TEST_CASE("unknown keys are errors at the key, naming the keys allowed") {
   CHECK(Errors("colour = 1\n") ==
         Lines{"t.conf:1:1: top level: unknown key 'colour' (expected one of: default_profile, "
