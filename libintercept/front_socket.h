@@ -110,6 +110,11 @@ class FrontSocket final : public RefCounted {
   int domain() const { return domain_; }
   // EPIPE, with SIGPIPE to the calling thread unless `flags` has MSG_NOSIGNAL.
   static Result PipeError(int flags);
+  // This process shut the socket down for reading (a listener: accept() gives EINVAL).
+  bool read_shut() const { return read_shut_.load(std::memory_order_acquire); }
+  // A listener whose xsockd went away: its descriptor was made quiet (Interceptor).
+  bool listener_dead() const { return listener_dead_.load(std::memory_order_acquire); }
+  void set_listener_dead() { listener_dead_.store(true, std::memory_order_release); }
   SocketPage* page() const { return page_; }
   // The control connection generation that may name this socket (see ControlClient).
   uint64_t attached_generation() const { return attached_gen_.load(std::memory_order_acquire); }
@@ -177,6 +182,7 @@ class FrontSocket final : public RefCounted {
   // Private to this process (copied by fork): what this process has been told or asked.
   std::atomic<bool> read_shut_{false};
   std::atomic<bool> write_shut_{false};
+  std::atomic<bool> listener_dead_{false};
   std::atomic<bool> error_reported_{false};
   std::atomic<bool> connect_reported_{false};
   // A blocking connect failed and said so: the kernel's tcp_disconnect() follows, and

@@ -440,6 +440,8 @@ Result Interceptor::Listen(FrontSocket& s, int fd, int backlog) {
   sys_.close(channel);
   table_.Install(fd, listener);
   for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  // Remembered from now on too: if xsockd goes away, QuietDeadListener moves them.
+  epoll_.MarkCandidate(fd);
   FollowDuplicates(&s, fd, listener);
   return Result::Ok(0);
 }
@@ -448,9 +450,16 @@ Result Interceptor::Accept(FrontSocket& s, int fd, sockaddr* addr, socklen_t* le
   if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return Result::Err(EINVAL);
   if (addr != nullptr && len == nullptr) return Result::Err(EFAULT);
   if (addr != nullptr && static_cast<int>(*len) < 0) return Result::Err(EINVAL);
+  if (s.listener_dead()) return AcceptOnDead(fd);
   AcceptedConnection c;
   if (Result r = ReceiveAccepted(sys_, fd, &c); !r.ok()) {
     if (r.error() == ECONNABORTED) Log("xsock: dropped a malformed accepted connection");
+    if ((r.error() == EINVAL || r.error() == ECONNRESET) && !s.read_shut()) {
+      // End of the channel that this process did not ask for (ECONNRESET: xsockd's end
+      // went with the stuffing unread): xsockd is gone.
+      QuietDeadListener(s, fd);
+      if (s.listener_dead()) return AcceptOnDead(fd);
+    }
     return r;
   }
   if (!(flags & SOCK_CLOEXEC)) sys_.fcntl(c.channel, F_SETFD, 0);
@@ -473,6 +482,49 @@ Result Interceptor::Accept(FrontSocket& s, int fd, sockaddr* addr, socklen_t* le
     *len = n;
   }
   return r;
+}
+
+void Interceptor::QuietDeadListener(FrontSocket& s, int fd) {
+  // A listening AF_UNIX socket with an autobound abstract name: it polls nothing, and
+  // its accept() blocks (or gives EAGAIN) natively, restarts under SA_RESTART and honours
+  // SO_RCVTIMEO. Nothing of the dead channel is carried: it has nothing left to give.
+  const int fl = sys_.fcntl(fd, F_GETFL);
+  const int fdfl = sys_.fcntl(fd, F_GETFD);
+  const int nonblock = fl >= 0 && (fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0;
+  const int q = sys_.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | nonblock, 0);
+  if (q < 0) return;
+  const sa_family_t family = AF_UNIX;
+  if (sys_.bind(q, reinterpret_cast<const sockaddr*>(&family), sizeof(family)) != 0 ||
+      sys_.listen(q, 1) != 0) {
+    sys_.close(q);
+    return;
+  }
+  const timeval rcvtimeo = s.GetTimeout(true);
+  sys_.setsockopt(q, SOL_SOCKET, SO_RCVTIMEO, &rcvtimeo, sizeof(rcvtimeo));
+  const int cloexec = fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0;
+  // Registrations go with the number, explicitly: other processes (prefork children)
+  // may keep the dead channel open, and epoll drops an entry only when its file goes.
+  auto registrations = epoll_.Take(fd);
+  for (auto& [epfd, ev] : registrations) sys_.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+  if (sys_.dup3(q, fd, cloexec) < 0) {
+    sys_.close(q);
+    return;
+  }
+  sys_.close(q);
+  for (auto& [epfd, ev] : registrations) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  s.set_listener_dead();
+  FollowDuplicates(&s, fd, &s);
+  Log(absl::StrCat("xsock: xsockd went away; listening socket ", fd,
+                   " accepts no more connections"));
+}
+
+Result Interceptor::AcceptOnDead(int fd) {
+  for (;;) {
+    // Only a local process that found the abstract name connects here: not a client.
+    const int c = sys_.accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return Result::Err(errno);
+    sys_.close(c);
+  }
 }
 
 Result Interceptor::AdoptInherited(int fd) {

@@ -119,6 +119,11 @@ class Interceptor {
   // of this process that still refers to `old` (a dup made before) gets the same file and
   // table entry `now` (none: an unrouted kernel socket), as duplicates share one socket.
   void FollowDuplicates(const FrontSocket* old, int fd, FrontSocket* now);
+  // xsockd went away under listener `s`: its channel would poll readable (end of file)
+  // for good and event loops would spin on accept()'s error. `fd` becomes a socket that
+  // never polls ready, and accept() waits on it as on a listener nobody connects to.
+  void QuietDeadListener(FrontSocket& s, int fd);
+  Result AcceptOnDead(int fd);
   // Gets a socket from xsockd and installs its channel over `fd` (flags kept, options
   // replayed). `unreachable` is the errno when xsockd cannot be asked. On success *out
   // is the routed socket (the table holds it; valid while `fd` is not closed).

@@ -29,6 +29,7 @@
 // Prints "ok ..." lines and exits 0 on success; "error: ..." and 1 otherwise; 2 usage.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -487,8 +488,49 @@ void Usage() {
                "       xsock-process-check closefrom ADDR PORT\n"
                "       xsock-process-check inetd ADDR PORT [--raw-exec] -- CMD...\n"
                "       xsock-process-check scm ADDR PORT BYTES\n"
-               "       xsock-process-check listen-exec ADDR BYTES\n");
+               "       xsock-process-check listen-exec ADDR BYTES\n"
+               "       xsock-process-check listen-dead ADDR\n");
   std::exit(2);
+}
+
+// A routed listener, registered in epoll, whose xsockd goes away while the program waits
+// on stdin (the test kills xsockd, then writes a line): the descriptor must go quiet
+// instead of polling readable for good, so that event loops do not spin on accept().
+int ListenDead(const char* host) {
+  const auto ep = xsock::testprog::ParseEndpoint(host, 0);
+  if (!ep) Die(std::string("bad address ") + host);
+  const int fd = socket(ep->family(), SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) DieErrno("socket");
+  if (bind(fd, ep->addr(), ep->len) != 0) DieErrno("bind");
+  if (listen(fd, 4) != 0) DieErrno("listen");
+  const int epfd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev = {};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) DieErrno("epoll_ctl");
+  std::printf("listening\n");
+  std::fflush(stdout);
+  char line[64];
+  if (read(0, line, sizeof(line)) <= 0) Die("stdin closed before the go-ahead");
+  auto events = [&] {
+    epoll_event got[4];
+    const int n = epoll_wait(epfd, got, 4, 300);
+    return n < 0 ? "error " + ErrnoName(errno) : std::to_string(n);
+  };
+  auto ret = [](int r) { return r >= 0 ? std::to_string(r) : "-1 " + ErrnoName(errno); };
+  std::printf("epoll events once xsockd is gone: %s\n", events().c_str());
+  std::printf("accept: %s\n", ret(accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)).c_str());
+  std::printf("epoll events after accept: %s\n", events().c_str());
+  pollfd p = {fd, POLLIN | POLLOUT, 0};
+  const std::string polled = ret(poll(&p, 1, 300));
+  std::printf("poll 300 ms: %s revents=%d\n", polled.c_str(), p.revents);
+  if (fcntl(fd, F_SETFL, 0) != 0) DieErrno("fcntl");
+  const timeval tv = {0, 200 * 1000};
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0) DieErrno("SO_RCVTIMEO");
+  std::printf("blocking accept with SO_RCVTIMEO 200 ms: %s\n",
+              ret(accept(fd, nullptr, nullptr)).c_str());
+  std::printf("close: %s\n", ret(close(fd)).c_str());
+  return 0;
 }
 
 }  // namespace
@@ -509,6 +551,7 @@ int main(int argc, char** argv) {
   if (cmd == "closefrom" && argc == 4) return CloseFrom(argv[2], argv[3]);
   if (cmd == "listen-exec" && argc == 4) return ListenExec(argv[2], argv[3]);
   if (cmd == "listen-stage2" && argc == 3) return ListenStage2(Size(argv[2]));
+  if (cmd == "listen-dead" && argc == 3) return ListenDead(argv[2]);
   if (cmd == "scm" && argc == 5) return Scm(argv[2], argv[3], argv[4]);
   if (cmd == "scm-recv" && argc == 3) return ScmRecv(Size(argv[2]));
   if (cmd == "inetd" && argc >= 6) {
