@@ -1007,6 +1007,7 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
           }
         } else if constexpr (std::is_same_v<T, ResolveReply>) {
           assert(m.entries.size() <= kMaxResolveEntries);
+          assert(!m.canonname || m.canonname->size() <= kMaxHostNameLen);
           w.U16(m.gai);
           w.U16(m.canonname ? 1 : 0);
           w.U32(m.sys_errno);
@@ -1019,6 +1020,7 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
             w.Addr(e.addr);
           }
         } else if constexpr (std::is_same_v<T, NameInfoReply>) {
+          assert(m.host.size() <= kMaxHostNameLen && m.service.size() <= kMaxServiceLen);
           w.U16(m.gai);
           w.U16(0);
           w.U32(m.sys_errno);
@@ -1027,6 +1029,8 @@ std::vector<uint8_t> EncodeReply(uint32_t seq, const Reply& rep) {
           w.Str(m.host);
           w.Str(m.service);
         } else if constexpr (std::is_same_v<T, HostEntReply>) {
+          assert(m.name.size() <= kMaxHostNameLen && m.aliases.size() <= kMaxHostAliases &&
+                 m.addrs.size() <= kMaxHostAddrs);
           w.U16(m.herr);
           w.U16(m.family);
           w.U32(m.sys_errno);
