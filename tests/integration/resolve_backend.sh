@@ -8,8 +8,11 @@
 # application runs in a further `unshare -n` namespace (no network at all) and reaches
 # xsockd through its AF_UNIX socket. Every lookup is made twice: directly on the "host"
 # side (glibc, no preload) and from the isolated application through xsockd; the outputs
-# and exit codes must be the same (differential). Without XSOCK_RESOLVE the isolated
-# application cannot resolve the name. No packet leaves the namespaces the test creates.
+# and exit codes must be the same (differential). A lookup that waits for a DNS timeout
+# (slow.xsock.test goes to a server that never answers) ends in EAI_AGAIN on both sides and
+# does not delay another client's lookup meanwhile. Without XSOCK_RESOLVE the isolated
+# application cannot resolve the name; with xsockd gone the library falls back to libc.
+# No packet leaves the namespaces the test creates; about 15 s.
 if [[ -z ${XSOCK_RESOLVE_TEST_INNER:-} ]]; then
   if [[ $(id -u) -ne 0 ]] || ! unshare -n -m true 2>/dev/null; then
     echo "resolve_backend: needs root and unshare -n -m"
@@ -39,9 +42,17 @@ ip addr add 10.77.0.1/32 dev lo && ip addr add fd77::1/128 dev lo ||
 printf 'nameserver 127.0.0.1\noptions timeout:2 attempts:2\n' >"$WORK/resolv.conf"
 mount --bind "$WORK/resolv.conf" /etc/resolv.conf || fail "cannot bind-mount /etc/resolv.conf"
 
+# slow.xsock.test is forwarded to a "DNS server" that reads and never answers, so its
+# lookups end only with glibc's timeout (2 s x 2 attempts): EAI_AGAIN.
+"$PYTHON3" -c 'import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.3", 5300))
+time.sleep(120)' &
+BACKGROUND_PIDS+=("$!")
+
 dnsmasq --no-daemon --conf-file=/dev/null --user=root --pid-file= \
   --no-resolv --no-hosts --no-poll --bind-interfaces --listen-address=127.0.0.1 --port=53 \
-  --local=/xsock.test/ \
+  --local=/xsock.test/ --server=/slow.xsock.test/127.0.0.3#5300 \
   --host-record=$NAME,10.77.0.9,fd77::9 \
   --host-record=second.xsock.test,10.77.0.10 \
   --cname=$ALIAS,$NAME \
@@ -149,6 +160,36 @@ same "python getaddrinfo/getnameinfo/gethostby* with hints and errors" \
   "$PYTHON3" "$WORK/lookups.py" $NAME $ALIAS $MISSING
 expect_in "gai missing gaierror -2"
 expect_in "10.77.0.9"
+
+# ---- a lookup waiting for a DNS timeout does not hold up xsockd's loop ----
+cat >"$WORK/slow.py" <<'EOF'
+import socket, time
+t = time.monotonic()
+try:
+    socket.getaddrinfo("x.slow.xsock.test", 80)
+    print("resolved")
+except socket.gaierror as e:
+    print("gaierror", e.errno)
+print("seconds %.1f" % (time.monotonic() - t))
+EOF
+isolated XSOCK_RESOLVE=backend "$PYTHON3" "$WORK/slow.py" >"$WORK/slow.out" 2>&1 &
+slow_pid=$!
+BACKGROUND_PIDS+=("$slow_pid")
+sleep 0.5
+start_ms=$(date +%s%3N)
+isolated XSOCK_RESOLVE=backend getent ahosts $NAME >"$WORK/fast.out" 2>&1 ||
+  { show_file fast "$WORK/fast.out"; fail "a lookup during a slow one failed"; }
+fast_ms=$(( $(date +%s%3N) - start_ms ))
+kill -0 "$slow_pid" 2>/dev/null || { show_file slow "$WORK/slow.out"; fail "the slow lookup ended before the check"; }
+[[ $fast_ms -lt 2000 ]] || fail "a lookup took $fast_ms ms while another waited for its DNS timeout"
+wait "$slow_pid"
+grep -qx "gaierror -3" "$WORK/slow.out" || { show_file slow "$WORK/slow.out"; fail "the slow lookup did not end in EAI_AGAIN"; }
+log "while a lookup waited for its DNS timeout ($(tail -n 1 "$WORK/slow.out"), EAI_AGAIN), another took $fast_ms ms"
+same "a lookup that times out on the host (EAI_AGAIN)" \
+  "$PYTHON3" -c "import socket
+try: socket.getaddrinfo('y.slow.xsock.test', 80)
+except socket.gaierror as e: print(e.errno)"
+expect_in "-3"
 
 # ---- without XSOCK_RESOLVE the isolated application cannot resolve the name ----
 isolated getent ahosts $NAME >"$WORK/plain.out" 2>&1
