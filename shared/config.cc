@@ -4,7 +4,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -76,6 +78,13 @@ std::string_view LogLevelName(LogLevel l) {
 }
 std::string_view ResolveName(Resolve r) { return r == Resolve::kLocal ? "local" : "backend"; }
 
+std::optional<LogLevel> LogLevelFromName(std::string_view name) {
+  for (const LogLevel l : {LogLevel::kError, LogLevel::kWarn, LogLevel::kInfo, LogLevel::kDebug}) {
+    if (LogLevelName(l) == name) return l;
+  }
+  return std::nullopt;
+}
+
 uint32_t Settings::ring_order() const {
   uint32_t order = 0;
   while ((uint32_t{1} << order) < ring_size && order < 31) ++order;
@@ -87,6 +96,32 @@ const Profile* Config::FindProfile(std::string_view name) const {
     if (p.name == name) return &p;
   }
   return nullptr;
+}
+
+bool Config::uses_user_names() const {
+  for (const Profile& p : profiles) {
+    for (const UserMatch& u : p.users) {
+      if (!u.uid) return true;
+    }
+  }
+  return false;
+}
+
+ProcessIdentity CurrentProcess(bool need_user_name) {
+  ProcessIdentity id;
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf));
+  if (n > 0 && static_cast<size_t>(n) < sizeof(buf)) id.exe.assign(buf, static_cast<size_t>(n));
+  id.uid = geteuid();
+  if (need_user_name) {
+    passwd pw;
+    passwd* result = nullptr;
+    char pwbuf[4096];
+    if (getpwuid_r(id.uid, &pw, pwbuf, sizeof(pwbuf), &result) == 0 && result != nullptr) {
+      id.user = pw.pw_name;
+    }
+  }
+  return id;
 }
 
 size_t Config::rule_count() const {

@@ -77,6 +77,8 @@ std::string_view ActionName(Action a);  // "route" / "bypass"
 std::string_view OnUnreachableName(OnUnreachable o);
 std::string_view LogLevelName(LogLevel l);
 std::string_view ResolveName(Resolve r);
+// The inverse of LogLevelName ("error", "warn", "info", "debug"), for XSOCK_LOG.
+std::optional<LogLevel> LogLevelFromName(std::string_view name);
 
 // An IPv4 or IPv6 prefix. Host bits below the prefix are cleared at parse time.
 struct Cidr {
@@ -159,7 +161,22 @@ struct Config {
 
   const Profile* FindProfile(std::string_view name) const;
   size_t rule_count() const;  // outgoing + incoming rules of every profile
+  // True if some profile's `users` has a name (not a uid): only then does selection need
+  // the process's user name (CurrentProcess(true)).
+  bool uses_user_names() const;
 };
+
+// The running process as profile selection sees it (shared/rules.h AppIdentity takes
+// views of these): the executable from readlink("/proc/self/exe") (empty if unreadable),
+// the effective uid, and, only when `need_user_name`, the user name from getpwuid_r —
+// which may consult NSS (a file, or sssd/LDAP over a socket), so the library should ask
+// for it only when Config::uses_user_names().
+struct ProcessIdentity {
+  std::string exe;
+  uid_t uid = 0;
+  std::string user;
+};
+ProcessIdentity CurrentProcess(bool need_user_name);
 
 // Result of parsing: a config when there is no error, else every error found (a TOML
 // syntax error stops at the first; validation errors are all collected).

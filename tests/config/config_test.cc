@@ -1,6 +1,8 @@
 // shared/config: the schema as parsed, and every error message, exactly (file:line:column).
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <string>
 #include <vector>
 
@@ -432,4 +434,25 @@ TEST_CASE("ConfigPathFromEnv prefers XSOCK_CONFIG") {
   setenv("XSOCK_CONFIG", "/tmp/a.conf", 1);
   CHECK(ConfigPathFromEnv() == "/tmp/a.conf");
   unsetenv("XSOCK_CONFIG");
+}
+
+TEST_CASE("log level names both ways, for XSOCK_LOG") {
+  for (const LogLevel l : {LogLevel::kError, LogLevel::kWarn, LogLevel::kInfo, LogLevel::kDebug}) {
+    CHECK(LogLevelFromName(LogLevelName(l)) == l);
+  }
+  CHECK(!LogLevelFromName("DEBUG"));
+  CHECK(!LogLevelFromName(""));
+}
+
+TEST_CASE("CurrentProcess: this test's executable and uid; the user name only on request") {
+  const ProcessIdentity id = CurrentProcess(false);
+  CHECK(id.exe.find("config_test") != std::string::npos);
+  CHECK(id.exe.front() == '/');
+  CHECK(id.uid == geteuid());
+  CHECK(id.user.empty());
+  if (geteuid() == 0) CHECK(CurrentProcess(true).user == "root");
+  CHECK(!Parse("[[profile]]\nname = \"a\"\nusers = [0, \"1\"]\noutgoing_default = \"route\"\n")
+             .uses_user_names());
+  CHECK(Parse("[[profile]]\nname = \"a\"\nusers = [0, \"bob\"]\noutgoing_default = \"route\"\n")
+            .uses_user_names());
 }

@@ -217,6 +217,14 @@ for sub in run check explain; do
   "$XSOCK_CLI" help "$sub" | cmp -s - "$WORK/help" || fail "xsock help $sub differs from --help"
 done
 "$XSOCK_CLI" --help | grep -q '^SYNOPSIS$' || fail "xsock --help has no synopsis"
+# docs/xsock.1 and the --help texts name the same options.
+man=$EXAMPLES/../docs/xsock.1
+help_opts=$(for sub in run check explain; do "$XSOCK_CLI" "$sub" --help; done |
+  grep -o -- '--[a-z][a-z-]*' | sort -u)
+man_opts=$(grep -o -- '\\-\\-[a-z][a-z\\-]*' "$man" | sed 's/\\//g' | sort -u)
+[[ $help_opts == "$man_opts" ]] ||
+  fail "options in --help and docs/xsock.1 differ: $(diff <(echo "$help_opts") <(echo "$man_opts") | grep '^[<>]' | tr '\n' ' ')"
+log "ok: docs/xsock.1 and --help name the same options: $(echo $help_opts)"
 expect_output "unknown subcommand" 2 "xsock: unknown subcommand 'frobnicate'
 Try 'xsock --help'." "$XSOCK_CLI" frobnicate
 expect_output "unknown option" 2 "xsock run: unknown option '--profle'
