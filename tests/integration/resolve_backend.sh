@@ -10,7 +10,9 @@
 # side (glibc, no preload) and from the isolated application through xsockd; the outputs
 # and exit codes must be the same (differential). A lookup that waits for a DNS timeout
 # (slow.xsock.test goes to a server that never answers) ends in EAI_AGAIN on both sides and
-# does not delay another client's lookup meanwhile. Without XSOCK_RESOLVE the isolated
+# does not delay another client's lookup meanwhile. curl -4 / -6 by name from the empty
+# namespace downloads from a web server on the name's addresses (resolved and routed
+# through xsockd). Without XSOCK_RESOLVE the isolated
 # application cannot resolve the name; with xsockd gone the library falls back to libc.
 # No packet leaves the namespaces the test creates; about 15 s.
 if [[ -z ${XSOCK_RESOLVE_TEST_INNER:-} ]]; then
@@ -190,6 +192,25 @@ same "a lookup that times out on the host (EAI_AGAIN)" \
 try: socket.getaddrinfo('y.slow.xsock.test', 80)
 except socket.gaierror as e: print(e.errno)"
 expect_in "-3"
+
+# ---- the whole way: curl by name from the empty namespace, resolved and routed ----
+# The name's addresses exist on the "host" side's loopback, where a web server listens.
+ip addr add 10.77.0.9/32 dev lo && ip addr add fd77::9/128 dev lo nodad ||
+  fail "cannot add $NAME's addresses to lo"
+mkdir -p "$WORK/www" && head -c 3000000 /dev/urandom >"$WORK/www/blob"
+"$PYTHON3" -m http.server --bind :: --directory "$WORK/www" 8099 >"$WORK/http.log" 2>&1 &
+BACKGROUND_PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do
+  curl -s -o /dev/null "http://[fd77::9]:8099/" && break
+  sleep 0.05
+done
+for family in -4 -6; do
+  isolated XSOCK_RESOLVE=backend XSOCK_ROUTE='10.77.0.0/16,[fd77::]/16' \
+    curl -sS $family --max-time 20 -o "$WORK/got$family" "http://$NAME:8099/blob" 2>"$WORK/curl.err" ||
+    { show_file curl "$WORK/curl.err"; show_file http "$WORK/http.log"; fail "curl $family http://$NAME:8099/blob failed"; }
+  cmp -s "$WORK/got$family" "$WORK/www/blob" || fail "curl $family: the download differs"
+done
+log "curl -4 and -6 http://$NAME:8099/blob from the empty namespace: resolved by xsockd, routed, 3 MB intact"
 
 # ---- without XSOCK_RESOLVE the isolated application cannot resolve the name ----
 isolated getent ahosts $NAME >"$WORK/plain.out" 2>&1
