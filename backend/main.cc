@@ -9,6 +9,7 @@
 #include "backend/log.h"
 #include "backend/options.h"
 #include "backend/server.h"
+#include "backend/xen/xen_main.h"
 
 int main(int argc, char** argv) {
   using namespace xsock::backend;
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
   sigprocmask(SIG_BLOCK, &stop, nullptr);
+  if (cl->options.transport == Transport::kXen) return RunXenTransport(cl->options);
 
   ServerOptions options;
   options.socket_path = cl->options.socket_path;

@@ -37,7 +37,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       return args[++i];
     };
     const bool takes_value =
-        arg.name == "--socket" || arg.name == "--ring-order" || arg.name == "--log-level";
+        arg.name == "--socket" || arg.name == "--ring-order" || arg.name == "--log-level" ||
+        arg.name == "--transport";
     if (!takes_value && arg.value) {
       return Bad(fmt::format("option '{}' takes no value", arg.name));
     }
@@ -54,6 +55,16 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       if (!v.ok()) return v.status();
       if (v->empty()) return Bad("option '--socket': the path is empty");
       cl.options.socket_path = *v;
+    } else if (arg.name == "--transport") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (*v == "local") {
+        cl.options.transport = Transport::kLocal;
+      } else if (*v == "xen") {
+        cl.options.transport = Transport::kXen;
+      } else {
+        return Bad(fmt::format("option '--transport': '{}' is not one of local, xen", *v));
+      }
     } else if (arg.name == "--ring-order") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -94,7 +105,7 @@ std::string HelpText() {
     host network stack (local transport)
 
 SYNOPSIS
-    xsockd [--socket PATH] [--ring-order N] [--log-level LEVEL] [-q]
+    xsockd [--transport local|xen] [--socket PATH] [--ring-order N] [--log-level LEVEL] [-q]
     xsockd --help | --version
 
 DESCRIPTION
@@ -117,6 +128,10 @@ DESCRIPTION
     file nothing answers on is replaced; if another xsockd answers, xsockd exits 1.
 
 OPTIONS
+    --transport local|xen
+        local (default): serve libxsock.so applications on this host. xen: serve Xen
+        guests' PVCalls frontends from dom0 (docs/xen.md); fails at start when not
+        running on Xen or built without libxen-dev.
     --socket PATH
         Listen on PATH (default {}). Overrides XSOCK_SOCKET.
     --ring-order N

@@ -14,7 +14,12 @@ namespace xsock::backend {
 
 inline constexpr char kDefaultSocketPath[] = "/run/xsock/xsockd.sock";
 
+// local: memfd rings for applications on this host; xen: a PVCalls backend for Xen
+// guests (backend/xen/, docs/xen.md).
+enum class Transport { kLocal, kXen };
+
 struct DaemonOptions {
+  Transport transport = Transport::kLocal;
   std::string socket_path = kDefaultSocketPath;
   uint32_t ring_order = kDefaultRingOrder;
   LogLevel log_level = LogLevel::kInfo;

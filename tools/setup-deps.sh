@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential meson ninja-build pkg-config
-  libfmt-dev libabsl-dev catch2 libbenchmark-dev libtomlplusplus-dev
+  libfmt-dev libabsl-dev catch2 libbenchmark-dev libtomlplusplus-dev libxen-dev
   # fuzzing (libFuzzer ships in libclang-rt-14-dev) and sanitizer runtimes
   clang libclang-rt-14-dev
   # tests, demo and benchmarks: real programs and namespace tooling

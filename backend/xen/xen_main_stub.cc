@@ -1,0 +1,17 @@
+// Built instead of xen_main.cc when meson found no libxen-dev (-Dxen=auto/disabled).
+#include <cstdio>
+
+#include "backend/xen/xen_main.h"
+
+namespace xsock::backend {
+
+std::string XenUnavailableReason() {
+  return "this xsockd was built without Xen support (libxen-dev missing at build time)";
+}
+
+int RunXenTransport(const DaemonOptions&) {
+  std::fprintf(stderr, "xsockd: --transport xen: %s\n", XenUnavailableReason().c_str());
+  return 1;
+}
+
+}  // namespace xsock::backend

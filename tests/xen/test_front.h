@@ -1,0 +1,105 @@
+// A small PVCalls frontend for tests, written against the XenApi table (so it runs on
+// the test double): it plays the toolstack (creates both XenStore directories), does the
+// frontend half of the XenBus handshake, shares the command ring and data rings with
+// xengntshr, and uses event channels the way Linux's pvcalls-front does (notify after
+// every ring update; treat an event only as "look again"). It also exposes the shared
+// pages so tests can behave like a hostile frontend.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "backend/xen/xen_api.h"
+#include "shared/pvcalls.h"
+
+namespace xsock::xen_test {
+
+using Clock = std::chrono::steady_clock;
+inline constexpr std::chrono::milliseconds kWait{10000};
+
+// One data ring the frontend shared (indexes page + 2^order pages).
+struct FrontRing {
+  pvcalls::DataIntf* intf = nullptr;
+  uint8_t* data = nullptr;
+  uint32_t order = 0;
+  uint32_t bytes = 0;  // of each of in and out
+  uint32_t indexes_ref = 0;
+  uint32_t port = 0;  // our end
+  uint32_t out_prod = 0;
+  uint32_t in_cons = 0;
+};
+
+class TestFront {
+ public:
+  TestFront(const backend::xen::XenApi& api, uint32_t domid, uint32_t backend_domid = 0);
+  ~TestFront();
+  TestFront(const TestFront&) = delete;
+  TestFront& operator=(const TestFront&) = delete;
+
+  // Toolstack nodes + handshake; true once the backend is Connected.
+  bool Connect();
+  uint32_t domid() const { return domid_; }
+  uint32_t max_page_order() const { return max_page_order_; }
+  std::string BackendState() const;
+  bool WaitBackendState(int state, std::chrono::milliseconds timeout = kWait) const;
+
+  // Commands. Send returns the req_id; Wait waits for its response.
+  uint32_t Send(pvcalls::Request r);
+  std::optional<pvcalls::Response> Wait(uint32_t req_id,
+                                        std::chrono::milliseconds timeout = kWait);
+  std::optional<pvcalls::Response> Call(const pvcalls::Request& r,
+                                        std::chrono::milliseconds timeout = kWait) {
+    return Wait(Send(r), timeout);
+  }
+  int32_t Socket(uint64_t id);
+  // Shares a data ring of `order` and connects; the ring is kept under `id`.
+  int32_t ConnectTo(uint64_t id, uint16_t port, uint32_t order = 4,
+                    uint32_t addr_be = 0x0100007f);
+  int32_t Bind(uint64_t id, uint16_t port, uint32_t addr_be = 0x0100007f);
+  int32_t Listen(uint64_t id, uint32_t backlog = 16);
+  // Sends accept with a freshly shared ring for id_new; returns the req_id.
+  uint32_t SendAccept(uint64_t id, uint64_t id_new, uint32_t order = 4);
+  int32_t Release(uint64_t id);
+
+  FrontRing* Ring(uint64_t id);
+  // Moves bytes through a ring without blocking; return how many.
+  size_t Write(FrontRing& ring, const void* p, size_t n);
+  size_t Read(FrontRing& ring, void* p, size_t n);
+  // Waits for any event (or the timeout), then unmasks what came.
+  void WaitEvent(std::chrono::milliseconds timeout);
+  void Notify(uint32_t port);
+
+  // The raw command ring, for hostile tests.
+  pvcalls::SringHeader* sring() { return sring_; }
+  uint32_t req_prod_pvt() const { return req_prod_pvt_; }
+  uint32_t cmd_port() const { return cmd_port_; }
+
+ private:
+  FrontRing* NewRing(uint64_t id, uint32_t order);
+  void FreeRing(uint64_t id);
+  void Collect();
+
+  backend::xen::XenApi api_;
+  uint32_t domid_;
+  uint32_t backend_domid_;
+  std::string front_path_;
+  std::string back_path_;
+  xengntshr_handle* gs_ = nullptr;
+  xenevtchn_handle* evt_ = nullptr;
+  struct xs_handle* xs_ = nullptr;
+  pvcalls::SringHeader* sring_ = nullptr;
+  uint32_t ring_ref_ = 0;
+  uint32_t cmd_port_ = 0;
+  uint32_t max_page_order_ = 0;
+  uint32_t req_prod_pvt_ = 0;
+  uint32_t rsp_cons_ = 0;
+  uint32_t next_req_id_ = 1;
+  std::map<uint32_t, pvcalls::Response> responses_;
+  std::map<uint64_t, std::unique_ptr<FrontRing>> rings_;
+};
+
+}  // namespace xsock::xen_test
