@@ -178,8 +178,8 @@ SYNOPSIS
     xsock explain [--config FILE] [--profile NAME | --app PATH] [--user USER] --bind ADDR
 
 DESCRIPTION
-    Chooses the profile as libxsock.so would in a process (by --profile or
-    $XSOCK_PROFILE; else by the executable --app and the user; else default_profile) and
+    Chooses the profile as libxsock.so would in a process (by --profile; else by the
+    executable --app and the user; else by $XSOCK_PROFILE; else default_profile) and
     prints why it was chosen, then the rule that decides DEST — its number in the
     profile, its file:line, its text — and the action, route or bypass. For a routed
     destination it also says what happens when xsockd is unreachable (on_unreachable).
