@@ -782,6 +782,66 @@ class Validator {
   std::vector<ConfigError>& errors_;
 };
 
+// Does `outer` contain every address of `inner`?
+bool CidrCovers(const Cidr& outer, const Cidr& inner) {
+  if (outer.family != inner.family || outer.prefix > inner.prefix) return false;
+  const int whole = outer.prefix / 8;
+  if (std::memcmp(outer.addr.data(), inner.addr.data(), static_cast<size_t>(whole)) != 0) {
+    return false;
+  }
+  const int rest = outer.prefix % 8;
+  if (rest == 0) return true;
+  const auto mask = static_cast<uint8_t>(0xFF << (8 - rest));
+  return (outer.addr[static_cast<size_t>(whole)] & mask) == (inner.addr[static_cast<size_t>(whole)] & mask);
+}
+
+bool PortsCover(const PortRange& outer, const PortRange& inner) {
+  return outer.any() || (!inner.any() && outer.first <= inner.first && inner.last <= outer.last);
+}
+
+// Every prefix of `inner` inside one of `outer`; an empty list is "any address".
+bool CidrsCover(const std::vector<Cidr>& outer, const std::vector<Cidr>& inner) {
+  if (outer.empty()) return true;
+  if (inner.empty()) return false;
+  return std::all_of(inner.begin(), inner.end(), [&](const Cidr& i) {
+    return std::any_of(outer.begin(), outer.end(), [&](const Cidr& o) { return CidrCovers(o, i); });
+  });
+}
+
+// True if every connect or name `later` matches is matched by `earlier` (conservative:
+// host globs count only when identical or "*").
+bool OutgoingCovers(const OutgoingRule& earlier, const OutgoingRule& later) {
+  if (!PortsCover(earlier.port, later.port)) return false;
+  if (earlier.to.empty() && earlier.hosts.empty()) return true;  // every address and name
+  if (!later.to.empty()) return !earlier.to.empty() && CidrsCover(earlier.to, later.to);
+  if (!later.hosts.empty() && !earlier.hosts.empty()) {
+    return std::all_of(later.hosts.begin(), later.hosts.end(), [&](const std::string& h) {
+      return std::any_of(earlier.hosts.begin(), earlier.hosts.end(),
+                         [&](const std::string& e) { return e == "*" || e == h; });
+    });
+  }
+  return false;
+}
+
+bool IncomingCovers(const IncomingRule& earlier, const IncomingRule& later) {
+  return PortsCover(earlier.port, later.port) && CidrsCover(earlier.address, later.address);
+}
+
+template <typename Rule, typename Covers>
+void ShadowWarnings(const Config& c, const Profile& p, const std::vector<Rule>& rules,
+                    std::string_view kind, Covers covers, std::vector<ConfigError>& out) {
+  for (size_t i = 1; i < rules.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (!covers(rules[j], rules[i])) continue;
+      out.push_back({c.file, rules[i].pos,
+                     text::Cat(kind, " rule ", i + 1, " of profile '", p.name,
+                               "' is never used: rule ", j + 1, " (line ", rules[j].pos.line,
+                               ", ", rules[j].text, ") matches everything it does")});
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 ParseResult ParseConfig(std::string_view text, std::string_view file) {
@@ -799,7 +859,13 @@ ParseResult ParseConfig(std::string_view text, std::string_view file) {
   Config c = v.Run(parsed.table());
   // [settings] is read before the profiles wherever it stands in the file, so each
   // profile's settings start from it.
-  if (out.errors.empty()) out.config = std::move(c);
+  if (out.errors.empty()) {
+    for (const Profile& p : c.profiles) {
+      ShadowWarnings(c, p, p.outgoing, "outgoing", OutgoingCovers, out.warnings);
+      ShadowWarnings(c, p, p.incoming, "incoming", IncomingCovers, out.warnings);
+    }
+    out.config = std::move(c);
+  }
   return out;
 }
 

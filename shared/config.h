@@ -183,6 +183,10 @@ ProcessIdentity CurrentProcess(bool need_user_name);
 struct ParseResult {
   std::optional<Config> config;
   std::vector<ConfigError> errors;
+  // With a config: rules that can never decide anything because an earlier rule of the
+  // same list matches everything they match ("... is never used: rule 1 ... matches
+  // everything it does"). Not errors: the file means what it says.
+  std::vector<ConfigError> warnings;
 };
 
 // Parses and validates `text`; `file` is the name used in errors. Never throws.

@@ -149,7 +149,10 @@ DESCRIPTION
         xsock.conf:12:9: outgoing rule 3 of profile 'web': 'port' must be 1-65535 or
         'A-B', got "70000"
     A TOML syntax error is reported alone (the parser stops there); validation errors
-    are all reported. On success prints one line on stdout:
+    are all reported. A rule that can never decide anything, because an earlier rule of
+    the same list matches everything it matches, is a warning (same format, "warning: "
+    before the message; it does not change the exit status). On success prints one line
+    on stdout:
         ok: 3 profiles, 7 rules
 
 OPTIONS
@@ -346,8 +349,12 @@ int Check(int argc, char** argv) {
     PrintErrors(r);
     return kConfigError;
   }
-  std::printf("ok: %s, %s\n", Plural(r.config->profiles.size(), "profile").c_str(),
-              Plural(r.config->rule_count(), "rule").c_str());
+  for (const ConfigError& w : r.warnings) {
+    std::fprintf(stderr, "%s\n", ConfigError{w.file, w.pos, "warning: " + w.message}.ToString().c_str());
+  }
+  std::printf("ok: %s, %s%s\n", Plural(r.config->profiles.size(), "profile").c_str(),
+              Plural(r.config->rule_count(), "rule").c_str(),
+              r.warnings.empty() ? "" : (", " + Plural(r.warnings.size(), "warning")).c_str());
   return kOk;
 }
 

@@ -456,3 +456,70 @@ TEST_CASE("CurrentProcess: this test's executable and uid; the user name only on
   CHECK(Parse("[[profile]]\nname = \"a\"\nusers = [0, \"bob\"]\noutgoing_default = \"route\"\n")
             .uses_user_names());
 }
+
+namespace {
+std::vector<std::string> Warnings(std::string_view text) {
+  ParseResult r = ParseConfig(text, "t.conf");
+  REQUIRE(r.config.has_value());
+  std::vector<std::string> out;
+  for (const ConfigError& e : r.warnings) out.push_back(e.ToString());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("rules an earlier rule always wins over are warned about, not rejected") {
+  CHECK(Warnings(R"([[profile]]
+name = "p"
+outgoing_default = "bypass"
+[[profile.outgoing]]
+action = "route"
+to = "10.0.0.0/8"
+[[profile.outgoing]]
+action = "bypass"
+to = ["10.1.0.0/16", "10.2.3.4"]
+port = "1-80"
+[[profile.outgoing]]
+action = "bypass"
+to = ["10.1.0.0/16", "192.168.0.0/16"]
+[[profile.outgoing]]
+action = "route"
+host = ["a.example", "*.b"]
+[[profile.outgoing]]
+action = "bypass"
+host = "*.b"
+port = 443
+[[profile.outgoing]]
+action = "bypass"
+host = "x.b"
+[[profile.outgoing]]
+action = "route"
+port = "400-500"
+[[profile.outgoing]]
+action = "route"
+to = "::/0"
+port = 443
+[[profile.incoming]]
+action = "route"
+port = "80-90"
+[[profile.incoming]]
+action = "bypass"
+address = "0.0.0.0/0"
+port = 80
+[[profile.incoming]]
+action = "bypass"
+address = "0.0.0.0/0"
+)") == Lines{"t.conf:7:1: outgoing rule 2 of profile 'p' is never used: rule 1 (line 4, route to "
+               "10.0.0.0/8) matches everything it does",
+               "t.conf:17:1: outgoing rule 5 of profile 'p' is never used: rule 4 (line 14, route "
+               "host a.example, *.b) matches everything it does",
+               "t.conf:27:1: outgoing rule 8 of profile 'p' is never used: rule 7 (line 24, route "
+               "any destination port 400-500) matches everything it does",
+               "t.conf:34:1: incoming rule 2 of profile 'p' is never used: rule 1 (line 31, route "
+               "any address port 80-90) matches everything it does"});
+  // /0 of one family does not cover the other; a host glob is compared only as written.
+  CHECK(Warnings("[[profile]]\nname = \"p\"\noutgoing_default = \"bypass\"\n"
+                 "outgoing = [{ action = \"route\", to = \"0.0.0.0/0\" },"
+                 " { action = \"route\", to = \"::1\" }, { action = \"route\", host = \"*.a\" },"
+                 " { action = \"route\", host = \"x.a\" }]\n")
+            .empty());
+}

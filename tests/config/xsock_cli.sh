@@ -41,6 +41,10 @@ for f in bad/*.conf; do
   n=$((n + 1))
 done
 ((n >= 8)) || fail "only $n bad configurations"
+printf '[[profile]]\nname = "p"\noutgoing_default = "bypass"\n[[profile.outgoing]]\naction = "route"\nto = "10.0.0.0/8"\n[[profile.outgoing]]\naction = "bypass"\nto = "10.1.0.0/16"\n' >"$WORK/shadow.conf"
+expect_output "check warns about a rule never used, and passes" 0 \
+  "$WORK/shadow.conf:7:1: warning: outgoing rule 2 of profile 'p' is never used: rule 1 (line 4, route to 10.0.0.0/8) matches everything it does
+ok: 1 profile, 2 rules, 1 warning" "$XSOCK_CLI" check --config "$WORK/shadow.conf"
 expect_output "check of a missing file" 1 \
   "$WORK/none.conf: cannot read: ENOENT (No such file or directory)" \
   "$XSOCK_CLI" check --config "$WORK/none.conf"

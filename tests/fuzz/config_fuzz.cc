@@ -6,6 +6,7 @@
 //   * no crash, no sanitizer report, no exception (toml++ is built without them);
 //   * a result is either a config and no error, or no config and at least one error,
 //     each with a message, a position inside the input (line <= lines + 1) or none;
+//   * warnings (rules never used) only come with a config, each at a rule's line;
 //   * for an accepted config, every decision (connect, host name, bind, profile
 //     selection) names a rule that exists in that profile, a bind mapping keeps the
 //     family, and the explanations are non-empty.
@@ -51,6 +52,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (e.message.empty()) Fail("error without a message", size);
     if (e.pos.line > lines + 1) Fail("error position beyond the input", size);
     if (e.ToString().rfind("fuzz.conf:", 0) != 0) Fail("error without the file name", size);
+  }
+  if (!r.config && !r.warnings.empty()) Fail("warnings without a config", size);
+  for (const ConfigError& w : r.warnings) {
+    if (w.message.empty() || w.pos.line == 0 || w.pos.line > lines) Fail("bad warning", size);
   }
   if (!r.config) return 0;
   const Config& c = *r.config;
