@@ -19,10 +19,10 @@ enum class Source : uint8_t {
   kSignal = 1,
   kStop = 2,
   kTimer = 3,
-  kClient = 4,   // id: client id
-  kChannel = 5,  // id: socket id; xsockd's end of the socket's channel
-  kHost = 6,     // id: socket id; the host TCP socket
-  kResolver = 7, // id 0: lookups finished, 1: lookup deadline timer (backend/resolver.h)
+  kClient = 4,    // id: client id
+  kChannel = 5,   // id: socket id; xsockd's end of the socket's channel
+  kHost = 6,      // id: socket id; the host TCP socket
+  kResolver = 7,  // id 0: lookups finished, 1: lookup deadline timer (backend/resolver.h)
 };
 
 struct Token {

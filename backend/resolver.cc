@@ -67,7 +67,8 @@ proto::Reply DoResolve(const proto::ResolveRequest& req) {
     auto addr = proto::FromSockaddr(ai->ai_addr, ai->ai_addrlen);
     if (!addr.ok()) continue;  // not AF_INET/AF_INET6: cannot happen with these hints
     if (ai == res && ai->ai_canonname != nullptr) reply.canonname = Bounded(ai->ai_canonname);
-    reply.entries.push_back({.socktype = ai->ai_socktype, .protocol = ai->ai_protocol, .addr = *addr});
+    reply.entries.push_back(
+        {.socktype = ai->ai_socktype, .protocol = ai->ai_protocol, .addr = *addr});
   }
   freeaddrinfo(res);
   if (reply.entries.empty()) {
@@ -82,10 +83,10 @@ proto::Reply DoNameInfo(const proto::NameInfoRequest& req) {
   char host[NI_MAXHOST];
   char serv[proto::kMaxServiceLen + 1];
   errno = 0;
-  const int rc = getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len,
-                             req.want_host ? host : nullptr, req.want_host ? sizeof(host) : 0,
-                             req.want_service ? serv : nullptr,
-                             req.want_service ? sizeof(serv) : 0, proto::NiFlagsFromWire(req.flags));
+  const int rc =
+      getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len, req.want_host ? host : nullptr,
+                  req.want_host ? sizeof(host) : 0, req.want_service ? serv : nullptr,
+                  req.want_service ? sizeof(serv) : 0, proto::NiFlagsFromWire(req.flags));
   const int saved_errno = errno;
   proto::NameInfoReply reply;
   if (rc != 0) {

@@ -42,10 +42,10 @@ proto::Reply LookupOnHost(const proto::Request& req);
 proto::Reply LookupFailedReply(proto::MsgType t, int err);
 
 struct ResolverOptions {
-  int threads = 4;               // worker threads, started as lookups arrive
-  int max_outstanding = 64;      // queued + running, all clients
-  int max_per_pid = 8;           // queued + running, one client process
-  int deadline_ms = 8000;        // then EAI_AGAIN (below the library's 10 s reply timeout)
+  int threads = 4;           // worker threads, started as lookups arrive
+  int max_outstanding = 64;  // queued + running, all clients
+  int max_per_pid = 8;       // queued + running, one client process
+  int deadline_ms = 8000;    // then EAI_AGAIN (below the library's 10 s reply timeout)
 };
 
 class Resolver {

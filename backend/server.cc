@@ -134,7 +134,8 @@ void Server::Accept() {
     }
     const uint64_t id = next_client_id_++;
     auto client = std::make_unique<ControlClient>(
-        id, std::move(fd), cred, ControlContext{&loop_, &sockets_, &stats_, options_.ring_order, &resolver_});
+        id, std::move(fd), cred,
+        ControlContext{&loop_, &sockets_, &stats_, options_.ring_order, &resolver_});
     if (auto s = client->Start(); !s.ok()) {
       Log(LogLevel::kWarn, "event=accept_failed error={}", Quoted(std::string(s.message())));
       continue;

@@ -132,19 +132,17 @@ XSOCK_EXPORT int getaddrinfo(const char* node, const char* service, const addrin
 
 XSOCK_EXPORT int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, socklen_t hostlen,
                              char* serv, socklen_t servlen, int flags) {
-  if (auto r = Ask([&] {
-        return Client().GetNameInfo(sa, salen, host, hostlen, serv, servlen, flags);
-      })) {
+  if (auto r = Ask(
+          [&] { return Client().GetNameInfo(sa, salen, host, hostlen, serv, servlen, flags); })) {
     return *r;
   }
   return Real().getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
 }
 
-XSOCK_EXPORT int gethostbyname2_r(const char* name, int af, hostent* ret, char* buf,
-                                  size_t buflen, hostent** result, int* h_errnop) {
-  if (auto r = Ask([&] {
-        return Client().GetHostByName2R(name, af, ret, buf, buflen, result, h_errnop);
-      })) {
+XSOCK_EXPORT int gethostbyname2_r(const char* name, int af, hostent* ret, char* buf, size_t buflen,
+                                  hostent** result, int* h_errnop) {
+  if (auto r = Ask(
+          [&] { return Client().GetHostByName2R(name, af, ret, buf, buflen, result, h_errnop); })) {
     return *r;
   }
   return Real().gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
@@ -160,8 +158,8 @@ XSOCK_EXPORT int gethostbyname_r(const char* name, hostent* ret, char* buf, size
   return Real().gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
 }
 
-XSOCK_EXPORT int gethostbyaddr_r(const void* addr, socklen_t len, int type, hostent* ret,
-                                 char* buf, size_t buflen, hostent** result, int* h_errnop) {
+XSOCK_EXPORT int gethostbyaddr_r(const void* addr, socklen_t len, int type, hostent* ret, char* buf,
+                                 size_t buflen, hostent** result, int* h_errnop) {
   if (auto r = Ask([&] {
         return Client().GetHostByAddrR(addr, len, type, ret, buf, buflen, result, h_errnop);
       })) {

@@ -113,8 +113,8 @@ int ToAddrinfoList(const proto::ResolveReply& reply, int hint_flags, addrinfo** 
 
 int ToHostent(const proto::HostEntReply& reply, hostent* ret, char* buf, size_t buflen) {
   const size_t alen = reply.family == AF_INET ? 4 : 16;
-  const size_t pad = (alignof(char*) - reinterpret_cast<uintptr_t>(buf) % alignof(char*)) %
-                     alignof(char*);
+  const size_t pad =
+      (alignof(char*) - reinterpret_cast<uintptr_t>(buf) % alignof(char*)) % alignof(char*);
   size_t need = pad + (reply.addrs.size() + 1 + reply.aliases.size() + 1) * sizeof(char*) +
                 reply.addrs.size() * alen + reply.name.size() + 1;
   for (const std::string& a : reply.aliases) need += a.size() + 1;
@@ -144,8 +144,7 @@ int ToHostent(const proto::HostEntReply& reply, hostent* ret, char* buf, size_t 
   return 0;
 }
 
-ResolverClient::ResolverClient(const Syscalls& sys, std::string socket_path,
-                               RealResolverCalls real)
+ResolverClient::ResolverClient(const Syscalls& sys, std::string socket_path, RealResolverCalls real)
     : sys_(sys), path_(std::move(socket_path)), real_(real) {}
 
 ResolverClient::~ResolverClient() {

@@ -57,8 +57,8 @@ class ResolverClient {
   std::optional<int> GetAddrInfo(const char* node, const char* service, const addrinfo* hints,
                                  addrinfo** res);
   // getnameinfo(3).
-  std::optional<int> GetNameInfo(const sockaddr* sa, socklen_t salen, char* host,
-                                 socklen_t hostlen, char* serv, socklen_t servlen, int flags);
+  std::optional<int> GetNameInfo(const sockaddr* sa, socklen_t salen, char* host, socklen_t hostlen,
+                                 char* serv, socklen_t servlen, int flags);
   // gethostbyname2_r(3) / gethostbyaddr_r(3): the return value (0, ERANGE, EAGAIN, ...),
   // *result and *h_errnop set as glibc sets them.
   std::optional<int> GetHostByName2R(const char* name, int af, hostent* ret, char* buf,

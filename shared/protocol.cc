@@ -297,8 +297,9 @@ absl::Status CheckText(absl::string_view where, absl::string_view s, size_t max)
 
 absl::Status CheckFamily(absl::string_view where, uint32_t f, bool unspec_ok) {
   if (f == AF_INET || f == AF_INET6 || (unspec_ok && f == AF_UNSPEC)) return absl::OkStatus();
-  return Badf(where, ": ", f, unspec_ok ? " is not AF_UNSPEC, AF_INET or AF_INET6"
-                                         : " is neither AF_INET nor AF_INET6");
+  return Badf(
+      where, ": ", f,
+      unspec_ok ? " is not AF_UNSPEC, AF_INET or AF_INET6" : " is neither AF_INET nor AF_INET6");
 }
 
 absl::Status CheckTypeProto(absl::string_view where, int32_t socktype, int32_t protocol) {
@@ -444,11 +445,14 @@ absl::StatusOr<Request> ReadRequest(MsgType type, Reader& r) {
       m.protocol = r.I32();
       const uint16_t host_len = r.U16();
       const uint16_t service_len = r.U16();
-      if (m.flags & ~kAiAllFlags) return Badf("resolve.flags: 0x", absl::Hex(m.flags), " has unknown bits");
+      if (m.flags & ~kAiAllFlags)
+        return Badf("resolve.flags: 0x", absl::Hex(m.flags), " has unknown bits");
       if (auto s = CheckFamily("resolve.family", m.family, true); !s.ok()) return s;
-      if (present & ~3u) return Badf("resolve.present: 0x", absl::Hex(present), " has unknown bits");
+      if (present & ~3u)
+        return Badf("resolve.present: 0x", absl::Hex(present), " has unknown bits");
       if (auto s = CheckTypeProto("resolve", m.socktype, m.protocol); !s.ok()) return s;
-      if (!(present & 1) && host_len != 0) return Badf("resolve.host_len: ", host_len, " for no host");
+      if (!(present & 1) && host_len != 0)
+        return Badf("resolve.host_len: ", host_len, " for no host");
       if (!(present & 2) && service_len != 0) {
         return Badf("resolve.service_len: ", service_len, " for no service");
       }
@@ -490,7 +494,8 @@ absl::StatusOr<Request> ReadRequest(MsgType type, Reader& r) {
         return Badf("hostent.op: ", m.op, " is neither by-name (1) nor by-address (2)");
       }
       if (auto s = CheckFamily("hostent.family", m.family, false); !s.ok()) return s;
-      if (len != r.left()) return Badf("hostent.len: says ", len, " but ", r.left(), " bytes follow");
+      if (len != r.left())
+        return Badf("hostent.len: says ", len, " but ", r.left(), " bytes follow");
       if (m.op == HostEntRequest::kByName) {
         m.name = r.Str(len);
         if (auto s = CheckText("hostent.name", m.name, kMaxHostNameLen); !s.ok()) return s;
@@ -517,8 +522,8 @@ absl::StatusOr<Reply> ReadResolveReply(int32_t err, Reader& r) {
   const uint16_t count = r.U16();
   if (m.gai > kMaxGaiCode) return Badf("resolve.gai: ", m.gai, " is not a result code");
   if (flags & ~1u) return Badf("resolve.flags: 0x", absl::Hex(flags), " has unknown bits");
-  if (auto s = CheckSysErrno("resolve", m.sys_errno,
-                             m.gai == static_cast<uint16_t>(GaiCode::kSystem));
+  if (auto s =
+          CheckSysErrno("resolve", m.sys_errno, m.gai == static_cast<uint16_t>(GaiCode::kSystem));
       !s.ok()) {
     return s;
   }
@@ -564,8 +569,8 @@ absl::StatusOr<Reply> ReadNameInfoReply(int32_t err, Reader& r) {
   const uint16_t host_len = r.U16();
   const uint16_t service_len = r.U16();
   if (m.gai > kMaxGaiCode) return Badf("nameinfo.gai: ", m.gai, " is not a result code");
-  if (auto s = CheckSysErrno("nameinfo", m.sys_errno,
-                             m.gai == static_cast<uint16_t>(GaiCode::kSystem));
+  if (auto s =
+          CheckSysErrno("nameinfo", m.sys_errno, m.gai == static_cast<uint16_t>(GaiCode::kSystem));
       !s.ok()) {
     return s;
   }

@@ -156,8 +156,8 @@ struct ListenRequest {
 // Wire codes are xsock's own, not libc's numbers (EAI_* values differ between libcs);
 // shared/resolve_codes.h maps them both ways.
 
-inline constexpr size_t kMaxHostNameLen = 1024;  // NI_MAXHOST - 1: a host or canonical name
-inline constexpr size_t kMaxServiceLen = 255;    // a service name or port string
+inline constexpr size_t kMaxHostNameLen = 1024;   // NI_MAXHOST - 1: a host or canonical name
+inline constexpr size_t kMaxServiceLen = 255;     // a service name or port string
 inline constexpr size_t kMaxResolveEntries = 64;  // addrinfo entries in one reply
 inline constexpr size_t kMaxHostAliases = 32;     // hostent aliases in one reply
 inline constexpr size_t kMaxHostAddrs = 64;       // hostent addresses in one reply
@@ -215,10 +215,10 @@ inline constexpr uint32_t kNiAllFlags = (1u << 6) - 1;
 
 // getaddrinfo(host, service, hints) on the host. An absent host or service is NULL.
 struct ResolveRequest {
-  uint32_t flags = 0;   // kAi* bits
-  uint16_t family = 0;  // AF_UNSPEC, AF_INET or AF_INET6
-  int32_t socktype = 0;  // 0..15
-  int32_t protocol = 0;  // 0..65535
+  uint32_t flags = 0;                  // kAi* bits
+  uint16_t family = 0;                 // AF_UNSPEC, AF_INET or AF_INET6
+  int32_t socktype = 0;                // 0..15
+  int32_t protocol = 0;                // 0..65535
   std::optional<std::string> host;     // at most kMaxHostNameLen bytes, no NUL
   std::optional<std::string> service;  // at most kMaxServiceLen bytes, no NUL
   bool operator==(const ResolveRequest&) const = default;
@@ -241,11 +241,11 @@ struct HostEntRequest {
   bool operator==(const HostEntRequest&) const = default;
 };
 
-using Request = std::variant<HelloRequest, SocketRequest, ConnectRequest, ReleaseRequest,
-                             ShutdownRequest, GetSockNameRequest, GetPeerNameRequest,
-                             SetSockOptRequest, GetSockOptRequest, AttachRequest, StatsRequest,
-                             BindRequest, ListenRequest, ResolveRequest, NameInfoRequest,
-                             HostEntRequest>;
+using Request =
+    std::variant<HelloRequest, SocketRequest, ConnectRequest, ReleaseRequest, ShutdownRequest,
+                 GetSockNameRequest, GetPeerNameRequest, SetSockOptRequest, GetSockOptRequest,
+                 AttachRequest, StatsRequest, BindRequest, ListenRequest, ResolveRequest,
+                 NameInfoRequest, HostEntRequest>;
 
 // ---- Replies (xsockd -> library). err is a positive errno, 0 for success. ----
 
@@ -337,8 +337,8 @@ struct ResolveEntry {
 };
 struct ResolveReply {
   int32_t err = 0;
-  uint16_t gai = 0;        // GaiCode; kOk: 1..kMaxResolveEntries entries
-  uint32_t sys_errno = 0;  // with GaiCode::kSystem only: 1..4095
+  uint16_t gai = 0;                      // GaiCode; kOk: 1..kMaxResolveEntries entries
+  uint32_t sys_errno = 0;                // with GaiCode::kSystem only (0..4095)
   std::optional<std::string> canonname;  // the first entry's ai_canonname
   std::vector<ResolveEntry> entries;     // in the host's order
   bool operator==(const ResolveReply&) const = default;
@@ -353,19 +353,19 @@ struct NameInfoReply {
 };
 struct HostEntReply {
   int32_t err = 0;
-  uint16_t herr = 0;    // HostErr; kOk: family set and 1..kMaxHostAddrs addresses
-  uint16_t family = 0;  // h_addrtype: AF_INET (4-byte addresses) or AF_INET6 (16)
-  uint32_t sys_errno = 0;  // with HostErr::kInternal only (0 allowed: errno was 0)
-  std::string name;                    // h_name
-  std::vector<std::string> aliases;    // h_aliases, at most kMaxHostAliases
+  uint16_t herr = 0;                 // HostErr; kOk: family set and 1..kMaxHostAddrs addresses
+  uint16_t family = 0;               // h_addrtype: AF_INET (4-byte addresses) or AF_INET6 (16)
+  uint32_t sys_errno = 0;            // with HostErr::kInternal only (0 allowed: errno was 0)
+  std::string name;                  // h_name
+  std::vector<std::string> aliases;  // h_aliases, at most kMaxHostAliases
   std::vector<std::array<uint8_t, 16>> addrs;  // h_addr_list; AF_INET uses bytes 0..3
   bool operator==(const HostEntReply&) const = default;
 };
 
-using Reply = std::variant<HelloReply, SocketReply, ConnectReply, ReleaseReply, ShutdownReply,
-                           GetSockNameReply, GetPeerNameReply, SetSockOptReply, GetSockOptReply,
-                           AttachReply, StatsReply, BindReply, ListenReply, ResolveReply,
-                           NameInfoReply, HostEntReply>;
+using Reply =
+    std::variant<HelloReply, SocketReply, ConnectReply, ReleaseReply, ShutdownReply,
+                 GetSockNameReply, GetPeerNameReply, SetSockOptReply, GetSockOptReply, AttachReply,
+                 StatsReply, BindReply, ListenReply, ResolveReply, NameInfoReply, HostEntReply>;
 
 MsgType TypeOf(const Request& r);
 MsgType TypeOf(const Reply& r);

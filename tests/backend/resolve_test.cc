@@ -33,8 +33,8 @@ proto::ResolveReply Direct(const char* host, const char* service, int flags, int
   if (rc != 0) return out;
   for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
     if (ai == res && ai->ai_canonname != nullptr) out.canonname = ai->ai_canonname;
-    out.entries.push_back({ai->ai_socktype, ai->ai_protocol,
-                           *proto::FromSockaddr(ai->ai_addr, ai->ai_addrlen)});
+    out.entries.push_back(
+        {ai->ai_socktype, ai->ai_protocol, *proto::FromSockaddr(ai->ai_addr, ai->ai_addrlen)});
   }
   freeaddrinfo(res);
   return out;
@@ -70,8 +70,8 @@ TEST_CASE("resolve answers what this host's getaddrinfo answers", "[backend][res
                         Case{"127.0.0.1", "80", 0, AF_UNSPEC, 77}}) {
     INFO((c.host ? c.host : "(null)") << " " << (c.service ? c.service : "(null)"));
     const proto::ResolveReply want = Direct(c.host, c.service, c.flags, c.family, c.socktype);
-    const auto got =
-        std::get<proto::ResolveReply>(backend::LookupOnHost(Req(c.host, c.service, c.flags, c.family, c.socktype)));
+    const auto got = std::get<proto::ResolveReply>(
+        backend::LookupOnHost(Req(c.host, c.service, c.flags, c.family, c.socktype)));
     CHECK(got == want);
   }
 }
@@ -88,11 +88,11 @@ TEST_CASE("nameinfo and hostent answer what getnameinfo and gethostbyaddr_r answ
     INFO("flags " << flags);
     const int rc = getnameinfo(reinterpret_cast<sockaddr*>(&sin), sizeof(sin), host, sizeof(host),
                                serv, sizeof(serv), flags);
-    proto::NameInfoRequest req{.addr = *proto::FromSockaddr(reinterpret_cast<sockaddr*>(&sin),
-                                                            sizeof(sin)),
-                               .flags = *proto::NiFlagsToWire(flags),
-                               .want_host = true,
-                               .want_service = true};
+    proto::NameInfoRequest req{
+        .addr = *proto::FromSockaddr(reinterpret_cast<sockaddr*>(&sin), sizeof(sin)),
+        .flags = *proto::NiFlagsToWire(flags),
+        .want_host = true,
+        .want_service = true};
     const auto got = std::get<proto::NameInfoReply>(backend::LookupOnHost(req));
     CHECK(got.gai == proto::GaiToWire(rc));
     if (rc == 0) {
@@ -103,9 +103,8 @@ TEST_CASE("nameinfo and hostent answer what getnameinfo and gethostbyaddr_r answ
   const in_addr lo{htonl(INADDR_LOOPBACK)};
   const hostent* he = gethostbyaddr(&lo, sizeof(lo), AF_INET);
   const int herr = h_errno;
-  proto::HostEntRequest req{.op = proto::HostEntRequest::kByAddr,
-                            .family = AF_INET,
-                            .addr = {127, 0, 0, 1}};
+  proto::HostEntRequest req{
+      .op = proto::HostEntRequest::kByAddr, .family = AF_INET, .addr = {127, 0, 0, 1}};
   const auto got = std::get<proto::HostEntReply>(backend::LookupOnHost(req));
   if (he == nullptr) {
     CHECK(got.herr == proto::HostErrToWire(herr));
@@ -127,16 +126,19 @@ TEST_CASE("lookups go through xsockd's control connection and leave it usable",
   TestServer server;
   Control ctl(server.path());
   ctl.Hello();
-  const auto r = ctl.CallAs<proto::ResolveReply>(Req("127.0.0.1", "80", AI_NUMERICHOST, AF_INET, SOCK_STREAM));
+  const auto r =
+      ctl.CallAs<proto::ResolveReply>(Req("127.0.0.1", "80", AI_NUMERICHOST, AF_INET, SOCK_STREAM));
   CHECK(r.err == 0);
   CHECK(r.gai == 0);
   REQUIRE(r.entries.size() == 1);
   CHECK(proto::ToString(r.entries[0].addr) == "127.0.0.1:80");
   const auto bad = ctl.CallAs<proto::ResolveReply>(Req("x.invalid", nullptr, AI_NUMERICHOST, 0, 0));
   CHECK(bad.gai == static_cast<uint16_t>(GaiCode::kNoName));
-  const auto ni = ctl.CallAs<proto::NameInfoReply>(proto::NameInfoRequest{
-      .addr = r.entries[0].addr, .flags = proto::kNiNumericHost | proto::kNiNumericServ,
-      .want_host = true, .want_service = true});
+  const auto ni = ctl.CallAs<proto::NameInfoReply>(
+      proto::NameInfoRequest{.addr = r.entries[0].addr,
+                             .flags = proto::kNiNumericHost | proto::kNiNumericServ,
+                             .want_host = true,
+                             .want_service = true});
   CHECK(ni.host == "127.0.0.1");
   CHECK(ni.service == "80");
   // Several lookups back to back, then an ordinary request on the same connection.
@@ -153,8 +155,9 @@ TEST_CASE("a client that did not offer the resolve capability gets EOPNOTSUPP",
   ctl.Hello(proto::kCapIpv6);
   CHECK(ctl.CallAs<proto::ResolveReply>(Req("::1", nullptr, AI_NUMERICHOST, 0, 0)).err ==
         EOPNOTSUPP);
-  CHECK(ctl.CallAs<proto::HostEntReply>(proto::HostEntRequest{.family = AF_INET, .name = "a"}).err ==
-        EOPNOTSUPP);
+  CHECK(
+      ctl.CallAs<proto::HostEntReply>(proto::HostEntRequest{.family = AF_INET, .name = "a"}).err ==
+      EOPNOTSUPP);
 }
 
 // Pumps the loop until `done` or the timeout; the Resolver's events only.
@@ -173,9 +176,10 @@ bool Pump(backend::EventLoop& loop, backend::Resolver& resolver, Pred done, int 
   return true;
 }
 
-TEST_CASE("the resolver bounds lookups per process and overall, and answers EAI_AGAIN at "
-          "the deadline",
-          "[backend][resolve]") {
+TEST_CASE(
+    "the resolver bounds lookups per process and overall, and answers EAI_AGAIN at "
+    "the deadline",
+    "[backend][resolve]") {
   auto loop = backend::EventLoop::Create();
   REQUIRE(loop.ok());
   backend::Stats stats;
@@ -184,8 +188,8 @@ TEST_CASE("the resolver bounds lookups per process and overall, and answers EAI_
   backend::Resolver resolver(
       &*loop, &stats,
       [&](uint64_t client, uint32_t, proto::Reply reply) { delivered.emplace_back(client, reply); },
-      backend::ResolverOptions{.threads = 0, .max_outstanding = 3, .max_per_pid = 2,
-                               .deadline_ms = 300});
+      backend::ResolverOptions{
+          .threads = 0, .max_outstanding = 3, .max_per_pid = 2, .deadline_ms = 300});
   REQUIRE(resolver.Init().ok());
   const proto::Request req = Req("a", nullptr, 0, 0, 0);
   CHECK(resolver.Submit(1, 100, 1, req));
@@ -195,7 +199,8 @@ TEST_CASE("the resolver bounds lookups per process and overall, and answers EAI_
   CHECK_FALSE(resolver.Submit(5, 300, 1, req));  // fourth overall
   CHECK(stats.lookups_refused == 2);
   const auto start = Clock::now();
-  REQUIRE(Pump(*loop, resolver, [&] { return delivered.size() == 3; }, kTimeoutMs));
+  REQUIRE(Pump(
+      *loop, resolver, [&] { return delivered.size() == 3; }, kTimeoutMs));
   CHECK(Clock::now() - start >= std::chrono::milliseconds(250));
   for (const auto& [client, reply] : delivered) {
     const auto& r = std::get<proto::ResolveReply>(reply);
@@ -207,8 +212,7 @@ TEST_CASE("the resolver bounds lookups per process and overall, and answers EAI_
   CHECK(resolver.Submit(6, 100, 1, req));  // room again
 }
 
-TEST_CASE("the resolver's workers answer lookups and post them to the loop",
-          "[backend][resolve]") {
+TEST_CASE("the resolver's workers answer lookups and post them to the loop", "[backend][resolve]") {
   auto loop = backend::EventLoop::Create();
   REQUIRE(loop.ok());
   backend::Stats stats;
@@ -220,7 +224,8 @@ TEST_CASE("the resolver's workers answer lookups and post them to the loop",
     REQUIRE(resolver.Submit(static_cast<uint64_t>(i + 1), 1000 + i, 1,
                             Req("127.0.0.1", "80", AI_NUMERICHOST, AF_INET, SOCK_STREAM)));
   }
-  REQUIRE(Pump(*loop, resolver, [&] { return delivered.size() == 8; }, kTimeoutMs));
+  REQUIRE(Pump(
+      *loop, resolver, [&] { return delivered.size() == 8; }, kTimeoutMs));
   for (const auto& r : delivered) CHECK(std::get<proto::ResolveReply>(r).entries.size() == 1);
   CHECK(stats.lookups == 8);
 }

@@ -150,7 +150,8 @@ TEST_CASE("a hostent is written into the caller's buffer, ERANGE when it does no
     if (ToHostent(reply, &he, buf.data() + 1, n) == 0) {
       fits = n;
       CHECK(DescribeHostent(&he) ==
-            "only-in-test.xsock.test af=2 len=4 aliases: a1.xsock.test a2 addrs: 10.77.0.9 10.77.0.10");
+            "only-in-test.xsock.test af=2 len=4 aliases: a1.xsock.test a2 addrs: 10.77.0.9 "
+            "10.77.0.10");
       break;
     }
   }
@@ -164,8 +165,8 @@ TEST_CASE("host names gethostbyname answers itself are recognised as numeric",
     INFO(n);
     CHECK(IsNumericHostName(n));
   }
-  for (const char* n : {"", "localhost", "10.77.0.9.", "only-in-test.xsock.test", "1a.example",
-                        "x:y"}) {
+  for (const char* n :
+       {"", "localhost", "10.77.0.9.", "only-in-test.xsock.test", "1a.example", "x:y"}) {
     INFO(n);
     CHECK_FALSE(IsNumericHostName(n));
   }
@@ -282,7 +283,8 @@ TEST_CASE("through xsockd, getnameinfo and gethostby*_r give what glibc gives he
   CHECK(*grc == wrc);
   CHECK(DescribeHostent(gres) == DescribeHostent(wres));
   // Literals are the local libc's (glibc's digits-and-dots path).
-  CHECK_FALSE(client.GetHostByName2R("127.0.0.1", AF_INET, &gret, gbuf, sizeof(gbuf), &gres, &gerr));
+  CHECK_FALSE(
+      client.GetHostByName2R("127.0.0.1", AF_INET, &gret, gbuf, sizeof(gbuf), &gres, &gerr));
 }
 
 TEST_CASE("with xsockd unreachable every lookup falls back to libc, reported once",

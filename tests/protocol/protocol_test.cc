@@ -200,7 +200,7 @@ TEST_CASE("replies with edge values and error codes survive a round trip", "[pro
 TEST_CASE("messages have the documented size", "[protocol]") {
   const std::vector<size_t> request_sizes = {24, 32, 52, 24, 28, 24, 24, 40,
                                              36, 20, 20, 52, 28, 64, 52, 36};
-  const std::vector<size_t> reply_sizes = {32, 32, 20, 20, 20, 48, 48, 20,
+  const std::vector<size_t> reply_sizes = {32, 32, 20, 20, 20, 48,  48, 20,
                                            28, 40, 88, 48, 20, 127, 52, 85};
   const auto requests = SampleRequests();
   const auto replies = SampleReplies();

@@ -105,9 +105,10 @@ TEST_CASE("name resolution replies with edge values survive a round trip", "[pro
   for (size_t i = 0; i < kMaxHostAliases; ++i) big.aliases.push_back(std::string(20, 'a'));
   for (size_t i = 0; i < kMaxHostAddrs; ++i) big.addrs.push_back(LinkLocalV6(0, 0, 0).addr);
   RoundTrip(Reply{big});
-  RoundTrip(Request{HostEntRequest{.op = HostEntRequest::kByAddr, .family = AF_INET, .addr = {1, 2, 3, 4}}});
-  RoundTrip(Request{HostEntRequest{
-      .op = HostEntRequest::kByAddr, .family = AF_INET6, .addr = Bytes(16, 0xfe)}});
+  RoundTrip(Request{
+      HostEntRequest{.op = HostEntRequest::kByAddr, .family = AF_INET, .addr = {1, 2, 3, 4}}});
+  RoundTrip(Request{
+      HostEntRequest{.op = HostEntRequest::kByAddr, .family = AF_INET6, .addr = Bytes(16, 0xfe)}});
   RoundTrip(Request{HostEntRequest{.op = HostEntRequest::kByName, .family = AF_INET, .name = ""}});
   RoundTrip(Request{NameInfoRequest{.addr = LinkLocalV6(22, 0, 3), .want_service = true}});
 }
@@ -120,11 +121,14 @@ TEST_CASE("the largest resolve reply fits the control channel's message size",
 }
 
 TEST_CASE("a resolve request has the documented byte layout", "[protocol][resolve]") {
-  const Bytes b = EncodeRequest(
-      0x01020304, ResolveRequest{.flags = kAiCanonName, .family = AF_INET, .socktype = SOCK_STREAM,
-                                 .protocol = 6, .host = "ab", .service = "80"});
-  const Bytes want = {0x58, 0x53, 0x4b, 0x31, 0x01, 0x00, 0x0e, 0x00, 0x28, 0x00, 0x00, 0x00,
-                      0x04, 0x03, 0x02, 0x01,                          // header
+  const Bytes b = EncodeRequest(0x01020304, ResolveRequest{.flags = kAiCanonName,
+                                                           .family = AF_INET,
+                                                           .socktype = SOCK_STREAM,
+                                                           .protocol = 6,
+                                                           .host = "ab",
+                                                           .service = "80"});
+  const Bytes want = {0x58, 0x53, 0x4b, 0x31, 0x01, 0x00, 0x0e, 0x00,
+                      0x28, 0x00, 0x00, 0x00, 0x04, 0x03, 0x02, 0x01,  // header
                       0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x03, 0x00,  // flags, family, present
                       0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,  // socktype, protocol
                       0x02, 0x00, 0x02, 0x00, 'a',  'b',  '8',  '0'};
@@ -155,8 +159,10 @@ TEST_CASE("resolve requests reject what getaddrinfo could not have been given",
   const Bytes good = EncodeRequest(1, ResolveRequest{.host = "ab", .service = "cd"});
   auto with = [&](size_t off, int size, uint32_t v) {
     Bytes b = good;
-    if (size == 2) Put16(b, off, static_cast<uint16_t>(v));
-    else Put32(b, off, v);
+    if (size == 2)
+      Put16(b, off, static_cast<uint16_t>(v));
+    else
+      Put32(b, off, v);
     return RequestError(b);
   };
   CHECK_THAT(with(kBody, 4, 1u << 9), StartsWith("resolve.flags: 0x200 has unknown bits"));
@@ -192,8 +198,10 @@ TEST_CASE("resolve replies are checked entry by entry", "[protocol][resolve]") {
   const Bytes good = EncodeReply(1, one);
   auto with = [&](size_t off, int size, uint32_t v) {
     Bytes b = good;
-    if (size == 2) Put16(b, off, static_cast<uint16_t>(v));
-    else Put32(b, off, v);
+    if (size == 2)
+      Put16(b, off, static_cast<uint16_t>(v));
+    else
+      Put32(b, off, v);
     return ReplyError(b);
   };
   CHECK_THAT(with(kBody + 4, 2, 14), StartsWith("resolve.gai: 14 is not a result code"));
@@ -284,9 +292,9 @@ TEST_CASE("nameinfo and hostent messages reject malformed fields", "[protocol][r
 }
 
 TEST_CASE("libc result codes map onto the wire and back", "[protocol][resolve]") {
-  for (int eai : {0, EAI_BADFLAGS, EAI_NONAME, EAI_AGAIN, EAI_FAIL, EAI_FAMILY, EAI_SOCKTYPE,
-                  EAI_SERVICE, EAI_MEMORY, EAI_SYSTEM, EAI_OVERFLOW, EAI_NODATA, EAI_ADDRFAMILY,
-                  EAI_IDN_ENCODE}) {
+  for (int eai :
+       {0, EAI_BADFLAGS, EAI_NONAME, EAI_AGAIN, EAI_FAIL, EAI_FAMILY, EAI_SOCKTYPE, EAI_SERVICE,
+        EAI_MEMORY, EAI_SYSTEM, EAI_OVERFLOW, EAI_NODATA, EAI_ADDRFAMILY, EAI_IDN_ENCODE}) {
     INFO("EAI " << eai);
     CHECK(GaiToWire(eai) <= kMaxGaiCode);
     CHECK(GaiFromWire(GaiToWire(eai)) == eai);
