@@ -3,6 +3,7 @@
 // client declines (numeric host, xsockd unreachable, ...), the real libc function
 // answers. freeaddrinfo and gai_strerror are not hooked: lists we build have glibc's own
 // layout (resolver_client.h), so glibc's freeaddrinfo frees them, and the codes are glibc's.
+#include <cxxabi.h>
 #include <dlfcn.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -78,11 +79,16 @@ ResolverClient& Client() {
 }
 
 // No exception crosses into the program: a failure inside the client is "not answered".
+// Thread cancellation is let through: these are cancellation points (glibc declares
+// them without __THROW), and pthread_cancel unwinds with abi::__forced_unwind, which must
+// be rethrown.
 template <class F>
-auto Ask(F&& f) noexcept -> decltype(f()) {
+auto Ask(F&& f) -> decltype(f()) {
   if (!ResolveThroughBackend()) return std::nullopt;
   try {
     return f();
+  } catch (abi::__forced_unwind&) {
+    throw;
   } catch (...) {
     return std::nullopt;
   }
@@ -96,7 +102,7 @@ struct HostEntStorage {
 };
 
 template <class F>
-std::optional<hostent*> NonReentrant(F&& call_r) noexcept {
+std::optional<hostent*> NonReentrant(F&& call_r) {
   return Ask([&]() -> std::optional<hostent*> {
     thread_local HostEntStorage st;
     for (;;) {

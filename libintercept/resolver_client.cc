@@ -174,6 +174,14 @@ absl::StatusOr<proto::Reply> ResolverClient::Call(const proto::Request& req) {
   }
   const bool claimed = slot >= 0;
   if (!claimed) slot = static_cast<int>(static_cast<uint64_t>(pthread_self()) % kConnections);
+  // Released however the call ends (a cancelled thread unwinds through it).
+  struct Release {
+    std::atomic<uint32_t>* busy;
+    uint32_t bit;
+    ~Release() {
+      if (bit != 0) busy->fetch_and(~bit, std::memory_order_release);
+    }
+  } release{&busy_, claimed ? 1u << slot : 0u};
   // Created once, never replaced: a connection reconnects by itself (fork, xsockd gone).
   static pthread_mutex_t create_mu = PTHREAD_MUTEX_INITIALIZER;
   pthread_mutex_lock(&create_mu);
@@ -181,7 +189,6 @@ absl::StatusOr<proto::Reply> ResolverClient::Call(const proto::Request& req) {
   ControlClient* conn = conns_[slot];
   pthread_mutex_unlock(&create_mu);
   auto r = conn->Call(req);
-  if (claimed) busy_.fetch_and(~(1u << slot), std::memory_order_release);
   if (!r.ok()) return r.status();
   for (int fd : r->fds) sys_.close(fd);  // none come with lookups (checked by the decoder)
   return std::move(r->reply);
