@@ -44,9 +44,12 @@ Server::Server(const ServerOptions& options, EventLoop loop, Listener listener)
       loop_(std::move(loop)),
       listener_(std::move(listener)),
       sockets_(&loop_, &stats_),
-      resolver_(&loop_, &stats_, [this](uint64_t client_id, uint32_t seq, proto::Reply reply) {
-        OnLookupDone(client_id, seq, reply);
-      }) {}
+      resolver_(
+          &loop_, &stats_,
+          [this](uint64_t client_id, uint32_t seq, proto::Reply reply) {
+            OnLookupDone(client_id, seq, reply);
+          },
+          options.resolver) {}
 
 Server::~Server() { Shutdown(nullptr); }
 

@@ -26,6 +26,7 @@ struct ServerOptions {
   // Stop on SIGTERM/SIGINT, read from a signalfd. Create() blocks both signals in the
   // calling thread; a program must block them before it starts other threads.
   bool handle_signals = true;
+  ResolverOptions resolver;  // name lookups: workers, bounds, deadline
 };
 
 class Server {

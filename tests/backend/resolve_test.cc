@@ -3,15 +3,18 @@
 // Resolver's bounds and deadline, with no worker threads so that nothing ever finishes.
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/resolver.h"
 #include "shared/resolve_codes.h"
+#include "shared/unix_io.h"
 #include "test_client.h"
 
 namespace xsock::testing {
@@ -228,6 +231,110 @@ TEST_CASE("the resolver's workers answer lookups and post them to the loop", "[b
       *loop, resolver, [&] { return delivered.size() == 8; }, kTimeoutMs));
   for (const auto& r : delivered) CHECK(std::get<proto::ResolveReply>(r).entries.size() == 1);
   CHECK(stats.lookups == 8);
+}
+
+// xsockd in this process with a resolver that has no workers: every lookup waits for its
+// deadline, which makes "a lookup is outstanding" last as long as a test needs.
+class StuckResolverServer {
+ public:
+  explicit StuckResolverServer(int max_per_pid = 8) {
+    path_ = dir_.path() + "/xsockd.sock";
+    backend::ServerOptions options;
+    options.socket_path = path_;
+    options.handle_signals = false;
+    options.resolver = {.threads = 0, .max_per_pid = max_per_pid, .deadline_ms = 400};
+    auto server = backend::Server::Create(options);
+    REQUIRE(server.ok());
+    server_ = std::move(*server);
+    thread_ = std::thread([s = server_.get()] { (void)s->Run(); });
+  }
+  ~StuckResolverServer() {
+    server_->RequestStop();
+    thread_.join();
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  TempDir dir_;
+  std::string path_;
+  std::unique_ptr<backend::Server> server_;
+  std::thread thread_;
+};
+
+// The next reply on `fd`, within the test timeout.
+proto::Decoded<proto::Reply> NextReply(int fd) {
+  pollfd p = {fd, POLLIN, 0};
+  REQUIRE(poll(&p, 1, kTimeoutMs) == 1);
+  std::vector<uint8_t> buf;
+  std::vector<int> fds;
+  REQUIRE(RecvPacket(LibcSyscalls(), fd, buf, proto::kMaxMessageSize, fds) > 0);
+  auto d = proto::DecodeReply(buf);
+  REQUIRE(d.ok());
+  return *d;
+}
+
+TEST_CASE(
+    "requests sent during a lookup are answered after it, in order; the lookup gets "
+    "EAI_AGAIN at its deadline",
+    "[backend][resolve]") {
+  StuckResolverServer server;
+  Control ctl(server.path());
+  ctl.Hello();
+  const auto start = Clock::now();
+  ctl.SendRaw(proto::EncodeRequest(100, Req("a.example", nullptr, 0, 0, 0)));
+  ctl.SendRaw(proto::EncodeRequest(101, proto::StatsRequest{}));
+  ctl.SendRaw(proto::EncodeRequest(
+      102, proto::HostEntRequest{
+               .op = proto::HostEntRequest::kByName, .family = AF_INET, .name = "b.example"}));
+  const auto first = NextReply(ctl.fd());
+  CHECK(Clock::now() - start >= std::chrono::milliseconds(350));
+  CHECK(first.seq == 100);
+  CHECK(std::get<proto::ResolveReply>(first.msg).gai == static_cast<uint16_t>(GaiCode::kAgain));
+  const auto second = NextReply(ctl.fd());
+  CHECK(second.seq == 101);
+  CHECK(std::get<proto::StatsReply>(second.msg).err == 0);
+  const auto third = NextReply(ctl.fd());
+  CHECK(third.seq == 102);
+  CHECK(std::get<proto::HostEntReply>(third.msg).herr ==
+        static_cast<uint16_t>(proto::HostErr::kTryAgain));
+}
+
+TEST_CASE("a client that hangs up during a lookup is dropped, the server goes on",
+          "[backend][resolve]") {
+  LogCapture log;
+  StuckResolverServer server;
+  {
+    Control ctl(server.path());
+    ctl.Hello();
+    ctl.SendRaw(proto::EncodeRequest(7, Req("a.example", nullptr, 0, 0, 0)));
+    // Make sure xsockd has the lookup before the hang-up.
+    CHECK_FALSE(log.WaitFor({"event=client_connect"}).empty());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK_FALSE(log.WaitFor({"event=client_disconnect", "closed during a lookup"}).empty());
+  // Its lookup's deadline passes with nobody to answer; others are served as before.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  Control other(server.path());
+  other.Hello();
+  CHECK(other.Stats().err == 0);
+}
+
+TEST_CASE("lookups beyond the per-process bound get EAI_AGAIN at once", "[backend][resolve]") {
+  LogCapture log;
+  StuckResolverServer server(/*max_per_pid=*/1);
+  Control a(server.path());
+  Control b(server.path());
+  a.Hello();
+  b.Hello();
+  a.SendRaw(proto::EncodeRequest(1, Req("a.example", nullptr, 0, 0, 0)));
+  CHECK_FALSE(log.WaitFor({"event=client_connect"}).empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto start = Clock::now();
+  const auto r = b.CallAs<proto::ResolveReply>(Req("b.example", nullptr, 0, 0, 0));
+  CHECK(Clock::now() - start < std::chrono::milliseconds(300));  // not the deadline
+  CHECK(r.gai == static_cast<uint16_t>(GaiCode::kAgain));
+  CHECK_FALSE(log.WaitFor({"event=lookup_refused", "type=resolve"}).empty());
+  CHECK(NextReply(a.fd()).seq == 1);  // a's own lookup at its deadline
 }
 
 }  // namespace
