@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libintercept/listener.h"
+#include "libintercept/own_fds.h"
 #include "libintercept/raw_syscall.h"
 #include "shared/socket_page.h"
 
@@ -58,25 +59,70 @@ void* MapSocketMemory(int memfd, uint32_t order) {
 
 InterceptorConfig InterceptorConfig::FromEnvironment() {
   InterceptorConfig c;
-  if (const char* p = getenv("XSOCK_SOCKET"); p != nullptr && *p != '\0') c.socket_path = p;
-  if (const char* r = getenv("XSOCK_ROUTE"); r != nullptr) c.route = r;
+  if (const char* p = getenv("XSOCK_SOCKET"); p != nullptr && *p != '\0') {
+    c.socket_path = p;
+    c.socket_path_set = true;
+  }
+  c.policy_source = PolicySource::FromProcess();
   return c;
 }
+
+namespace {
+
+std::unique_ptr<const RoutingPolicy> MakePolicy(const InterceptorConfig& c) {
+  if (c.policy_source) return RoutingPolicy::Load(*c.policy_source, c.log);
+  PolicySource only_route;
+  only_route.route_env = c.route;
+  only_route.route_env_set = true;
+  return RoutingPolicy::Load(only_route, c.log);
+}
+
+// The profile's settings fill in what the environment did not say.
+InterceptorConfig WithPolicySettings(InterceptorConfig c, const RoutingPolicy& p) {
+  if (!c.socket_path_set && !p.socket_path().empty()) c.socket_path = p.socket_path();
+  if (c.ring_order == 0) c.ring_order = p.ring_order();
+  return c;
+}
+
+}  // namespace
 
 Interceptor::Interceptor(const Syscalls& sys, FdTable& table, InterceptorConfig config)
     : sys_(sys),
       table_(table),
       config_(std::move(config)),
-      routes_([this] {
-        std::vector<std::string> errors;
-        RouteTable t = RouteTable::Parse(config_.route, &errors);
-        for (const std::string& e : errors) Log(absl::StrCat("xsock: ", e));
-        return t;
-      }()),
-      control_(sys, config_.socket_path) {}
+      policy_(MakePolicy(config_)),
+      control_(sys, WithPolicySettings(config_, *policy_).socket_path) {
+  config_ = WithPolicySettings(std::move(config_), *policy_);
+  const std::string& dest = policy_->log_destination();
+  if (!dest.empty() && dest != "stderr") {
+    const int f = open(dest.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) {
+      Log(absl::StrCat("xsock: log file ", dest, ": ", strerror(errno), "; logging to stderr"));
+    } else {
+      // Out of the application's way, and stepped around by closefrom()/close_range().
+      const int high = sys_.fcntl(f, F_DUPFD_CLOEXEC, 512);
+      log_fd_ = high >= 0 ? high : f;
+      if (high >= 0) sys_.close(f);
+      OwnFds::Add(log_fd_);
+    }
+  }
+  if (policy_->log_level() >= config::LogLevel::kInfo) {
+    Log(absl::StrCat("xsock: routing by ", policy_->origin()));
+  }
+}
 
 void Interceptor::Log(absl::string_view line) {
+  if (log_fd_ >= 0) {
+    std::string s(line);
+    s.push_back('\n');
+    // The library's own file: not a hooked call (a routed socket never has this number).
+    if (RawSyscall(SYS_write, log_fd_, s.data(), s.size()) >= 0) return;
+  }
   if (config_.log) config_.log(line);
+}
+
+void Interceptor::LogDecision(const std::string& line) {
+  if (policy_->log_level() >= config::LogLevel::kDebug) Log(absl::StrCat("xsock: ", line));
 }
 
 void Interceptor::LogUnreachableOnce(absl::string_view why) {
@@ -88,10 +134,18 @@ void Interceptor::LogUnreachableOnce(absl::string_view why) {
 
 Result Interceptor::Connect(int fd, const sockaddr* addr, socklen_t len) {
   if (FdRef ref = table_.Find(fd)) return ConnectRouted(*ref.as<FrontSocket>(), fd, addr, len);
-  if (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr)) {
+  const ConnectVerdict v = policy_->ForConnect(addr, len);
+  if ((!v.route && !v.fail) || !IsRoutableSocket(fd, addr)) {
     epoll_.Take(fd);  // decided: the kernel socket stays
+    // A bypassed TCP connect is a decision too (the check costs calls: debug only).
+    if (!v.route && !v.fail && addr != nullptr &&
+        policy_->log_level() >= config::LogLevel::kDebug && IsRoutableSocket(fd, addr)) {
+      LogDecision(policy_->ExplainConnect(addr, len));
+    }
     return Result::FromLibc(sys_.connect(fd, addr, len));
   }
+  LogDecision(policy_->ExplainConnect(addr, len));
+  if (v.fail) return Result::Err(ECONNREFUSED);
   return Route(fd, addr, len);
 }
 
@@ -223,7 +277,8 @@ bool Interceptor::IsBoundByKernel(int fd) {
   return false;
 }
 
-Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out) {
+Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out,
+                         bool* unavailable) {
   const int domain = dest.family;
   auto created = control_.Call(proto::SocketRequest{
       .domain = static_cast<uint32_t>(domain),
@@ -233,6 +288,7 @@ Result Interceptor::Swap(int fd, const proto::SockAddr& dest, int unreachable, F
   });
   if (!created.ok()) {
     if (absl::IsUnavailable(created.status())) {
+      if (unavailable != nullptr) *unavailable = true;
       LogUnreachableOnce(created.status().message());
     } else {
       Log(absl::StrCat("xsock: socket request for ", proto::ToString(dest),
@@ -283,7 +339,15 @@ Result Interceptor::Route(int fd, const sockaddr* addr, socklen_t len) {
   auto dest = proto::FromSockaddr(addr, len);
   if (!dest.ok()) return Result::Err(EINVAL);
   FrontSocket* s = nullptr;
-  if (Result r = Swap(fd, *dest, ECONNREFUSED, &s); !r.ok()) return r;
+  bool unavailable = false;
+  if (Result r = Swap(fd, *dest, ECONNREFUSED, &s, &unavailable); !r.ok()) {
+    // on_unreachable = "fallback": the socket is still the kernel's, untouched.
+    if (unavailable && policy_->fallback_when_unreachable()) {
+      epoll_.Take(fd);
+      return Result::FromLibc(sys_.connect(fd, addr, len));
+    }
+    return r;
+  }
   // Unwritable until xsockd drains the channel when the connect finishes.
   s->Stuff(fd);
   // The swap closed the kernel socket and with it its epoll registrations: carry them
@@ -374,18 +438,34 @@ FrontSocket* Interceptor::NewListener(uint64_t socket_id, int domain) {
 
 Result Interceptor::Bind(int fd, const sockaddr* addr, socklen_t len) {
   FdRef ref = table_.Find(fd);
-  if (!ref &&
-      (!routes_.Matches(addr, len) || !IsRoutableSocket(fd, addr) || IsBoundByKernel(fd))) {
+  const BindVerdict v = ref ? BindVerdict{} : policy_->ForBind(addr, len);
+  if (!ref && ((!v.route && !v.fail) || !IsRoutableSocket(fd, addr) || IsBoundByKernel(fd))) {
+    if (!v.route && !v.fail && addr != nullptr &&
+        policy_->log_level() >= config::LogLevel::kDebug && IsRoutableSocket(fd, addr)) {
+      LogDecision(policy_->ExplainBind(addr, len));
+    }
     return Result::FromLibc(sys_.bind(fd, addr, len));  // bound already: the kernel's EINVAL
   }
   if (addr == nullptr) return Result::Err(EFAULT);
-  auto where = proto::FromSockaddr(addr, len);
+  if (!ref) LogDecision(policy_->ExplainBind(addr, len));
+  if (v.fail) return Result::Err(EACCES);
+  // Routed: xsockd binds the host side of the profile's mapping (the same address unless
+  // a host_port / host_address says otherwise).
+  auto where = v.host_len > 0
+                   ? proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&v.host), v.host_len)
+                   : proto::FromSockaddr(addr, len);
   if (!where.ok()) return Result::Err(EINVAL);
   FrontSocket* s = ref ? ref.as<FrontSocket>() : nullptr;
   if (s != nullptr && s->state() != SocketState::kIdle) return Result::Err(EINVAL);
   if (s == nullptr) {
     // The kernel's bind would report EADDRNOTAVAIL for an address this host cannot have.
-    if (Result r = Swap(fd, *where, EADDRNOTAVAIL, &s); !r.ok()) return r;
+    bool unavailable = false;
+    if (Result r = Swap(fd, *where, EADDRNOTAVAIL, &s, &unavailable); !r.ok()) {
+      if (unavailable && policy_->fallback_when_unreachable()) {
+        return Result::FromLibc(sys_.bind(fd, addr, len));
+      }
+      return r;
+    }
     for (auto& [epfd, ev] : epoll_.Take(fd)) sys_.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
     epoll_.MarkCandidate(fd);  // listen() swaps once more
   }
@@ -657,7 +737,7 @@ void Interceptor::AfterNewDescriptor(int fd) {
 void Interceptor::AfterTcpSocket(int fd) {
   AfterNewDescriptor(fd);
   epoll_.Take(fd);  // a stale candidate of the same number
-  if (!routes_.empty()) epoll_.MarkCandidate(fd);
+  if (policy_->may_route()) epoll_.MarkCandidate(fd);
 }
 
 void Interceptor::BeforeChroot() {

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -21,6 +23,7 @@
 #include "libintercept/fd_table.h"
 #include "libintercept/front_socket.h"
 #include "libintercept/result.h"
+#include "libintercept/policy.h"
 #include "libintercept/route.h"
 #include "shared/syscalls.h"
 
@@ -30,12 +33,15 @@ inline constexpr char kDefaultSocketPath[] = "/run/xsock/xsockd.sock";
 
 struct InterceptorConfig {
   std::string socket_path = kDefaultSocketPath;  // XSOCK_SOCKET
-  std::string route;                             // XSOCK_ROUTE
-  uint32_t ring_order = 0;                       // 0: xsockd's default
+  bool socket_path_set = false;                  // else the profile's `socket` applies
+  std::string route;  // XSOCK_ROUTE, when `policy_source` is not given (tests)
+  // Where the routing policy comes from (policy.h); unset: `route` alone.
+  std::optional<PolicySource> policy_source;
+  uint32_t ring_order = 0;  // 0: the profile's ring_size, else xsockd's default
   // Receives one diagnostic line (no newline). libxsock.so writes it to stderr.
   std::function<void(absl::string_view)> log;
 
-  // XSOCK_SOCKET, XSOCK_ROUTE from the environment.
+  // XSOCK_SOCKET, and the policy from XSOCK_ROUTE or the configuration file.
   static InterceptorConfig FromEnvironment();
 };
 
@@ -101,7 +107,7 @@ class Interceptor {
   void AfterForkChild();
 
   FdTable& table() { return table_; }
-  const RouteTable& routes() const { return routes_; }
+  const RoutingPolicy& policy() const { return *policy_; }
 
  private:
   Result ConnectRouted(FrontSocket& s, int fd, const sockaddr* addr, socklen_t len);
@@ -127,7 +133,12 @@ class Interceptor {
   // Gets a socket from xsockd and installs its channel over `fd` (flags kept, options
   // replayed). `unreachable` is the errno when xsockd cannot be asked. On success *out
   // is the routed socket (the table holds it; valid while `fd` is not closed).
-  Result Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out);
+  // *unavailable (when given) tells "xsockd cannot be reached" apart from other failures.
+  Result Swap(int fd, const proto::SockAddr& dest, int unreachable, FrontSocket** out,
+              bool* unavailable = nullptr);
+  // The debug line for a routing decision (config log_level / XSOCK_LOG debug).
+  void LogDecision(const std::string& line);
+  int log_fd_ = -1;  // the configured log file, or -1: config_.log
   // A routed socket without rings, for a listening socket (created, accepted or adopted).
   FrontSocket* NewListener(uint64_t socket_id, int domain);
   // The new descriptor `fd`, a stream channel whose memory is `memfd`, becomes a routed
@@ -144,8 +155,8 @@ class Interceptor {
 
   const Syscalls& sys_;
   FdTable& table_;
-  const InterceptorConfig config_;
-  const RouteTable routes_;
+  InterceptorConfig config_;
+  const std::unique_ptr<const RoutingPolicy> policy_;
   ControlClient control_;
   FrontSocketPool pool_;
   EpollShadow epoll_;

@@ -1,5 +1,7 @@
 #include "libintercept/resolver_client.h"
 
+#include "libintercept/policy.h"
+
 #include <netinet/in.h>
 #include <pthread.h>
 
@@ -59,9 +61,15 @@ int HostEntResult(const proto::HostEntReply& reply, hostent* ret, char* buf, siz
 }  // namespace
 
 bool ResolveThroughBackend() {
+  // XSOCK_RESOLVE decides when set; otherwise the process's profile (`resolve =
+  // "backend"`) does. XSOCK_ROUTE replaces the file, so with it only the variable counts.
   static const bool on = [] {
-    const char* v = getenv("XSOCK_RESOLVE");
-    return v != nullptr && std::strcmp(v, "backend") == 0;
+    if (const char* v = getenv("XSOCK_RESOLVE"); v != nullptr && *v != '\0') {
+      return std::strcmp(v, "backend") == 0;
+    }
+    if (getenv("XSOCK_ROUTE") != nullptr) return false;
+    const auto policy = RoutingPolicy::Load(PolicySource::FromProcess(), nullptr);
+    return policy->resolve_through_backend();
   }();
   return on;
 }
