@@ -187,10 +187,11 @@ BindVerdict RoutingPolicy::ForBind(const sockaddr* sa, socklen_t len) const {
   return v;
 }
 
-std::string RoutingPolicy::ExplainConnect(const sockaddr* sa, socklen_t len) const {
-  const auto dest = config::EndpointFromSockaddr(sa, len);
+std::string RoutingPolicy::Explain(absl::string_view call, const sockaddr* sa, socklen_t len,
+                                   const std::function<std::string()>& by_profile) const {
+  const auto ep = config::EndpointFromSockaddr(sa, len);
   const std::string what =
-      absl::StrCat("connect ", dest ? config::EndpointToString(*dest) : std::string("(not IP)"));
+      absl::StrCat(call, " ", ep ? config::EndpointToString(*ep) : std::string("(not IP)"));
   switch (mode_) {
     case Mode::kNone:
       return absl::StrCat(what, ": bypass (", origin_, ")");
@@ -199,33 +200,22 @@ std::string RoutingPolicy::ExplainConnect(const sockaddr* sa, socklen_t len) con
     case Mode::kRouteEnv:
       return absl::StrCat(what, routes_.Matches(sa, len) ? ": route" : ": bypass",
                           " (XSOCK_ROUTE)");
-    case Mode::kProfile: {
-      const config::Decision d = config::DecideConnect(*profile_, sa, len);
-      return absl::StrCat(what, ": ", config::DescribeDecision(*config_, *profile_, d));
-    }
+    case Mode::kProfile:
+      return absl::StrCat(what, ": ", ep ? by_profile() : std::string("bypass"));
   }
   return what;
 }
 
+std::string RoutingPolicy::ExplainConnect(const sockaddr* sa, socklen_t len) const {
+  return Explain("connect", sa, len, [&] {
+    return config::DescribeDecision(*config_, *profile_, config::DecideConnect(*profile_, sa, len));
+  });
+}
+
 std::string RoutingPolicy::ExplainBind(const sockaddr* sa, socklen_t len) const {
-  const auto local = config::EndpointFromSockaddr(sa, len);
-  const std::string what =
-      absl::StrCat("bind ", local ? config::EndpointToString(*local) : std::string("(not IP)"));
-  switch (mode_) {
-    case Mode::kNone:
-      return absl::StrCat(what, ": bypass (", origin_, ")");
-    case Mode::kFailClosed:
-      return absl::StrCat(what, ": fail (", origin_, ")");
-    case Mode::kRouteEnv:
-      return absl::StrCat(what, routes_.Matches(sa, len) ? ": route" : ": bypass",
-                          " (XSOCK_ROUTE)");
-    case Mode::kProfile: {
-      if (!local) return absl::StrCat(what, ": bypass");
-      const config::BindDecision d = config::DecideBind(*profile_, *local);
-      return absl::StrCat(what, ": ", config::DescribeDecision(*config_, *profile_, d));
-    }
-  }
-  return what;
+  return Explain("bind", sa, len, [&] {
+    return config::DescribeDecision(*config_, *profile_, config::DecideBind(*profile_, sa, len));
+  });
 }
 
 }  // namespace xsock::intercept

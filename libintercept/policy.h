@@ -84,6 +84,8 @@ class RoutingPolicy {
  private:
   enum class Mode { kNone, kRouteEnv, kProfile, kFailClosed };
   RoutingPolicy() = default;
+  std::string Explain(absl::string_view call, const sockaddr* sa, socklen_t len,
+                      const std::function<std::string()>& by_profile) const;
 
   Mode mode_ = Mode::kNone;
   RouteTable routes_;
