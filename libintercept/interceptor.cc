@@ -843,11 +843,33 @@ Result Interceptor::GetName(FrontSocket& s, int fd, bool peer, sockaddr* addr, s
   const proto::SockAddr a = peer ? std::get<proto::GetPeerNameReply>(reply).addr
                                  : std::get<proto::GetSockNameReply>(reply).addr;
   sockaddr_storage ss;
-  const socklen_t n = proto::ToSockaddr(a, &ss);
+  socklen_t n = proto::ToSockaddr(a, &ss);
+  if (!peer) {
+    // A bind the profile mapped (guest port 80 served on the host's 8080): the
+    // application sees the address it bound, as its own stack would report it.
+    if (const std::optional<bool> accepted = MappedKind(s)) {
+      if (auto guest = policy_->GuestLocal(reinterpret_cast<const sockaddr*>(&ss), n, *accepted)) {
+        n = config::ToSockaddr(*guest, &ss);
+      }
+    }
+  }
   const socklen_t room = *len;
   if (addr != nullptr) std::memcpy(addr, &ss, n < room ? n : room);
   *len = n;  // the kernel reports the full length even when it truncated
   return Result::Ok(0);
+}
+
+// Sockets whose local address came from a routed bind: bound or listening (false), or
+// accepted from such a listener (true; the shared page says so, also after exec).
+// nullopt: a connection this process made, whose ephemeral port a mapping's host range
+// may happen to contain.
+std::optional<bool> Interceptor::MappedKind(const FrontSocket& s) const {
+  const SocketState st = s.state();
+  if (st == SocketState::kListening || st == SocketState::kIdle) return false;
+  if (s.page() != nullptr && s.page()->app_accepted.load(std::memory_order_acquire) != 0) {
+    return true;
+  }
+  return std::nullopt;
 }
 
 Result Interceptor::GetSockName(FrontSocket& s, int fd, sockaddr* addr, socklen_t* len) {

@@ -150,6 +150,7 @@ class Interceptor {
   std::vector<proto::SetSockOptRequest> OptionsToReplay(int fd, FrontSocket& s);
   Result Forward(FrontSocket& s, int fd, const proto::Request& req, proto::Reply* reply);
   Result GetName(FrontSocket& s, int fd, bool peer, sockaddr* addr, socklen_t* len);
+  std::optional<bool> MappedKind(const FrontSocket& s) const;
   void Log(absl::string_view line);
   void LogUnreachableOnce(absl::string_view why);
 

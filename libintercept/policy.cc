@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -143,6 +144,13 @@ std::unique_ptr<RoutingPolicy> RoutingPolicy::Load(const PolicySource& src, cons
   p->ring_order_ = p->settings_.ring_order();
   if (!log_from_env) p->log_level_ = p->settings_.log_level;
   p->profile_ = choice.profile;
+  if (p->profile_ != nullptr) {
+    p->has_host_rules_ = config::HasHostRules(*p->profile_);
+    p->has_bind_mapping_ = std::any_of(
+        p->profile_->incoming.begin(), p->profile_->incoming.end(),
+        [](const config::IncomingRule& r) { return r.host_port != 0 || r.host_address; });
+    if (p->has_host_rules_) p->names_ = &ResolvedNames();
+  }
   p->origin_ = DescribeChoice(choice);
   p->mode_ = choice.profile != nullptr ? Mode::kProfile : Mode::kNone;
   return p;
@@ -157,9 +165,25 @@ ConnectVerdict RoutingPolicy::ForConnect(const sockaddr* sa, socklen_t len) cons
     case Mode::kFailClosed:
       return {.fail = config::EndpointFromSockaddr(sa, len).has_value()};
     case Mode::kProfile:
-      return {.route = config::DecideConnect(*profile_, sa, len).routed()};
+      return {.route = DecideByProfile(sa, len, nullptr).routed()};
   }
   return {};
+}
+
+config::Decision RoutingPolicy::DecideByProfile(const sockaddr* sa, socklen_t len,
+                                                std::string* named) const {
+  const auto dest = config::EndpointFromSockaddr(sa, len);
+  if (!dest) return {};
+  // Names matter only to a profile with host rules, and only for addresses this process
+  // resolved through xsockd; otherwise no lock is taken.
+  if (!has_host_rules_ || names_ == nullptr || names_->empty()) {
+    return config::DecideConnect(*profile_, *dest);
+  }
+  const std::vector<std::string> names = names_->NamesOf(*dest);
+  const std::string* hit = nullptr;
+  const config::Decision d = config::DecideConnect(*profile_, *dest, names, &hit);
+  if (named != nullptr && hit != nullptr) *named = *hit;
+  return d;
 }
 
 BindVerdict RoutingPolicy::ForBind(const sockaddr* sa, socklen_t len) const {
@@ -187,6 +211,14 @@ BindVerdict RoutingPolicy::ForBind(const sockaddr* sa, socklen_t len) const {
   return v;
 }
 
+std::optional<config::Endpoint> RoutingPolicy::GuestLocal(const sockaddr* sa, socklen_t len,
+                                                          bool accepted) const {
+  if (mode_ != Mode::kProfile || !has_bind_mapping_) return std::nullopt;
+  const auto host = config::EndpointFromSockaddr(sa, len);
+  if (!host) return std::nullopt;
+  return config::GuestEndpoint(*profile_, *host, /*invert_address=*/!accepted);
+}
+
 std::string RoutingPolicy::Explain(absl::string_view call, const sockaddr* sa, socklen_t len,
                                    const std::function<std::string()>& by_profile) const {
   const auto ep = config::EndpointFromSockaddr(sa, len);
@@ -208,7 +240,11 @@ std::string RoutingPolicy::Explain(absl::string_view call, const sockaddr* sa, s
 
 std::string RoutingPolicy::ExplainConnect(const sockaddr* sa, socklen_t len) const {
   return Explain("connect", sa, len, [&] {
-    return config::DescribeDecision(*config_, *profile_, config::DecideConnect(*profile_, sa, len));
+    std::string named;
+    const config::Decision d = DecideByProfile(sa, len, &named);
+    std::string line = config::DescribeDecision(*config_, *profile_, d);
+    if (!named.empty()) absl::StrAppend(&line, " (resolved from ", named, ")");
+    return line;
   });
 }
 

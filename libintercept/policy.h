@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "libintercept/name_memory.h"
 #include "libintercept/route.h"
 #include "shared/config.h"
 #include "shared/rules.h"
@@ -80,10 +81,22 @@ class RoutingPolicy {
   bool resolve_through_backend() const { return settings_.resolve == config::Resolve::kBackend; }
   // "profile 'web' (chosen by app pattern 'nginx')", "XSOCK_ROUTE", ...
   const std::string& origin() const { return origin_; }
+  // Where the names of resolved addresses come from, for host rules (Load sets the
+  // process's ResolvedNames(); tests give their own, nullptr: none).
+  void set_names(const NameMemory* names) { names_ = names; }
+  // The address the application sees for a local address xsockd reports on a routed
+  // listener or accepted connection: the inverse of the profile's bind mapping
+  // (config::GuestEndpoint); nullopt when nothing is mapped (report it as is).
+  // `accepted`: of a connection accepted on a mapped listener (only the port changes).
+  std::optional<config::Endpoint> GuestLocal(const sockaddr* sa, socklen_t len,
+                                             bool accepted = false) const;
 
  private:
   enum class Mode { kNone, kRouteEnv, kProfile, kFailClosed };
   RoutingPolicy() = default;
+  // The profile's decision for a connect(), by address and by the names it was resolved
+  // from; `named` (optional) gets the name that matched a host rule.
+  config::Decision DecideByProfile(const sockaddr* sa, socklen_t len, std::string* named) const;
   std::string Explain(absl::string_view call, const sockaddr* sa, socklen_t len,
                       const std::function<std::string()>& by_profile) const;
 
@@ -91,6 +104,9 @@ class RoutingPolicy {
   RouteTable routes_;
   std::optional<config::Config> config_;
   const config::Profile* profile_ = nullptr;
+  bool has_host_rules_ = false;
+  bool has_bind_mapping_ = false;
+  const NameMemory* names_ = nullptr;
   config::Settings settings_;
   uint32_t ring_order_ = 0;
   config::LogLevel log_level_ = config::LogLevel::kWarn;

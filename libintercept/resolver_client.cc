@@ -1,5 +1,6 @@
 #include "libintercept/resolver_client.h"
 
+#include "libintercept/name_memory.h"
 #include "libintercept/policy.h"
 
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "shared/resolve_codes.h"
+#include "shared/rules.h"
 
 namespace xsock::intercept {
 namespace {
@@ -56,6 +58,42 @@ int HostEntResult(const proto::HostEntReply& reply, hostent* ret, char* buf, siz
   *result = ret;
   *h_errnop = 0;
   return 0;
+}
+
+// The names a connect() may later be decided by (name_memory.h): the one asked for and
+// the canonical name the host's resolver gave.
+void RememberNames(std::string_view asked, const proto::ResolveReply& reply) {
+  NameMemory& memory = ResolvedNames();
+  for (const proto::ResolveEntry& e : reply.entries) {
+    sockaddr_storage ss;
+    const socklen_t n = proto::ToSockaddr(e.addr, &ss);
+    const auto ep = config::EndpointFromSockaddr(reinterpret_cast<const sockaddr*>(&ss), n);
+    if (!ep) continue;
+    if (reply.canonname && *reply.canonname != asked) memory.Remember(*reply.canonname, *ep);
+    memory.Remember(asked, *ep);
+  }
+}
+
+void RememberNames(std::string_view asked, const proto::HostEntReply& reply) {
+  if (reply.herr != 0) return;
+  NameMemory& memory = ResolvedNames();
+  for (const auto& a : reply.addrs) {
+    config::Endpoint ep;
+    ep.family = reply.family == AF_INET6 ? AF_INET6 : AF_INET;
+    ep.addr = a;
+    if (ep.family == AF_INET6) {
+      // A v4-mapped answer (RES_USE_INET6) is the IPv4 host, as connect() normalises it.
+      sockaddr_in6 s6 = {};
+      s6.sin6_family = AF_INET6;
+      std::memcpy(&s6.sin6_addr, a.data(), 16);
+      if (auto n = config::EndpointFromSockaddr(reinterpret_cast<const sockaddr*>(&s6),
+                                                sizeof(s6))) {
+        ep = *n;
+      }
+    }
+    if (!reply.name.empty() && reply.name != asked) memory.Remember(reply.name, ep);
+    memory.Remember(asked, ep);
+  }
 }
 
 }  // namespace
@@ -253,6 +291,7 @@ std::optional<int> ResolverClient::GetAddrInfo(const char* node, const char* ser
     if (eai == EAI_SYSTEM) errno = static_cast<int>(reply->sys_errno);
     return eai;
   }
+  RememberNames(node, *reply);
   return ToAddrinfoList(*reply, flags, res);
 }
 
@@ -315,6 +354,7 @@ std::optional<int> ResolverClient::GetHostByName2R(const char* name, int af, hos
   }
   const auto* reply = std::get_if<proto::HostEntReply>(&*r);
   if (reply == nullptr || reply->err != 0) return std::nullopt;
+  RememberNames(name, *reply);
   return HostEntResult(*reply, ret, buf, buflen, result, h_errnop);
 }
 

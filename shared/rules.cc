@@ -240,6 +240,43 @@ Decision DecideConnect(const Profile& p, const Endpoint& dest) {
   return {p.outgoing_default, 0, nullptr};
 }
 
+Decision DecideConnect(const Profile& p, const Endpoint& dest,
+                       const std::vector<std::string>& names, const std::string** named) {
+  if (names.empty()) return DecideConnect(p, dest);
+  for (size_t i = 0; i < p.outgoing.size(); ++i) {
+    const OutgoingRule& r = p.outgoing[i];
+    if (!PortInRange(r.port, dest.port)) continue;
+    if (!r.hosts.empty()) {
+      const std::string* hit = nullptr;
+      for (const std::string& n : names) {
+        std::string_view name = n;
+        if (name.size() > 1 && name.back() == '.') name.remove_suffix(1);
+        if (std::any_of(r.hosts.begin(), r.hosts.end(), [&](const std::string& g) {
+              return Fnmatch(g.c_str(), name, FNM_CASEFOLD);
+            })) {
+          hit = &n;
+          break;
+        }
+      }
+      if (hit == nullptr) continue;
+      if (named != nullptr) *named = hit;
+      return {r.action, static_cast<int>(i + 1), &r};
+    }
+    if (!r.to.empty() && std::none_of(r.to.begin(), r.to.end(), [&](const Cidr& c) {
+          return CidrContains(c, dest);
+        })) {
+      continue;
+    }
+    return {r.action, static_cast<int>(i + 1), &r};
+  }
+  return {p.outgoing_default, 0, nullptr};
+}
+
+bool HasHostRules(const Profile& p) {
+  return std::any_of(p.outgoing.begin(), p.outgoing.end(),
+                     [](const OutgoingRule& r) { return !r.hosts.empty(); });
+}
+
 Decision DecideConnect(const Profile& p, const sockaddr* sa, socklen_t len) {
   const std::optional<Endpoint> e = EndpointFromSockaddr(sa, len);
   if (!e) return {Action::kBypass, 0, nullptr};
@@ -290,6 +327,35 @@ BindDecision DecideBind(const Profile& p, const Endpoint& local) {
   }
   d.action = p.incoming_default;
   return d;
+}
+
+std::optional<Endpoint> GuestEndpoint(const Profile& p, const Endpoint& host,
+                                      bool invert_address) {
+  for (const IncomingRule& r : p.incoming) {
+    if (r.action != Action::kRoute || (r.host_port == 0 && !r.host_address)) continue;
+    Endpoint guest = host;
+    if (r.host_port != 0) {
+      // The rule's host ports: host_port .. host_port + (last - first).
+      const uint32_t span = r.port.last - r.port.first;
+      if (host.port < r.host_port || host.port > r.host_port + span) continue;
+      guest.port = static_cast<uint16_t>(r.port.first + (host.port - r.host_port));
+    }
+    if (r.host_address) {
+      if (host.family != r.host_address->family || host.addr != r.host_address->addr) continue;
+      const bool one = r.address.size() == 1 &&
+                       r.address[0].prefix == (r.address[0].family == AF_INET ? 32 : 128);
+      guest.addr = one ? r.address[0].addr : std::array<uint8_t, 16>{};
+      guest.scope_id = 0;
+    }
+    const BindDecision back = DecideBind(p, guest);
+    if (back.matched != &r || back.host.port != host.port) continue;
+    if (!invert_address) {
+      guest.addr = host.addr;
+      guest.scope_id = host.scope_id;
+    }
+    return guest;
+  }
+  return std::nullopt;
 }
 
 BindDecision DecideBind(const Profile& p, const sockaddr* sa, socklen_t len) {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shared/config.h"
 
@@ -90,6 +91,16 @@ struct Decision {
 // A connect() to `dest`: the first outgoing rule with `to` (or neither `to` nor `host`)
 // whose address, port range matches; name rules (`host`) never match an address.
 Decision DecideConnect(const Profile& p, const Endpoint& dest);
+// A connect() to `dest`, an address that the process got by resolving `names` through
+// the backend: in the same single pass, a rule with `host` matches when one of its globs
+// matches one of the names (and the port is in its range), a rule with `to` by address.
+// With no names this is DecideConnect(p, dest). `named` (optional) gets the name that
+// matched a host rule.
+Decision DecideConnect(const Profile& p, const Endpoint& dest,
+                       const std::vector<std::string>& names,
+                       const std::string** named = nullptr);
+// Whether any outgoing rule of `p` has `host` globs (only then do names matter).
+bool HasHostRules(const Profile& p);
 // Same for a sockaddr; one that is not AF_INET/AF_INET6 is always bypass (rule 0 without
 // looking at the default: such sockets are never routed).
 Decision DecideConnect(const Profile& p, const sockaddr* sa, socklen_t len);
@@ -110,6 +121,17 @@ struct BindDecision {
 };
 
 BindDecision DecideBind(const Profile& p, const Endpoint& local);
+// The inverse of a mapped bind: `host` is a local address xsockd reports for a routed
+// socket (getsockname of a listener, or of a connection it accepted); the address the
+// application would see had its own stack bound it. The first routed incoming rule with
+// a host_port / host_address whose host side contains `host` is inverted (host_port by
+// offset; host_address back to the rule's one full-length `address`, else the wildcard
+// address of the family), and kept only if DecideBind of the result is that same rule
+// mapping back to `host`'s port. nullopt: not the host side of any mapping (report as is).
+// `invert_address` false (a connection accepted on such a listener, whose local address is
+// a concrete one the guest has no equivalent of): only the port is inverted.
+std::optional<Endpoint> GuestEndpoint(const Profile& p, const Endpoint& host,
+                                      bool invert_address = true);
 // Not AF_INET/AF_INET6: always bypass.
 BindDecision DecideBind(const Profile& p, const sockaddr* sa, socklen_t len);
 

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "shared/config.h"
 #include "shared/rules.h"
@@ -299,6 +300,105 @@ port = "1-1023"
   const BindDecision m = DecideBind(p, Ep("[::ffff:0.0.0.0]:80"));
   CHECK(m.host.v4_mapped);
   CHECK(m.host.port == 8080);
+}
+
+TEST_CASE("GuestEndpoint inverts a mapped bind, and only that") {
+  const Config c = Parse(R"([[profile]]
+name = "p"
+outgoing_default = "bypass"
+incoming_default = "route"
+[[profile.incoming]]
+action = "bypass"
+address = "192.168.0.0/16"
+[[profile.incoming]]
+action = "route"
+port = 80
+host_port = 8080
+[[profile.incoming]]
+action = "route"
+port = "9000-9009"
+host_port = 19000
+[[profile.incoming]]
+action = "route"
+address = ["0.0.0.0/0"]
+port = "7000"
+host_address = "127.0.0.1"
+[[profile.incoming]]
+action = "route"
+address = "10.9.8.7"
+port = "7100"
+host_address = "127.0.0.2"
+)");
+  const Profile& p = c.profiles[0];
+  auto guest = [&](std::string_view host) {
+    const std::optional<Endpoint> g = GuestEndpoint(p, Ep(host));
+    return g ? EndpointToString(*g) : std::string("as is");
+  };
+  CHECK(guest("0.0.0.0:8080") == "0.0.0.0:80");
+  CHECK(guest("[::]:8080") == "[::]:80");
+  CHECK(guest("10.1.1.1:8080") == "10.1.1.1:80");  // an accepted connection's local address
+  CHECK(guest("0.0.0.0:19000") == "0.0.0.0:9000");
+  CHECK(guest("0.0.0.0:19009") == "0.0.0.0:9009");
+  CHECK(guest("0.0.0.0:19010") == "as is");  // past the mapped range
+  CHECK(guest("0.0.0.0:18999") == "as is");
+  CHECK(guest("127.0.0.1:7000") == "0.0.0.0:7000");   // several guest addresses: the wildcard
+  // Accepted connections: the port only.
+  CHECK(EndpointToString(*GuestEndpoint(p, Ep("10.1.1.1:8080"), false)) == "10.1.1.1:80");
+  CHECK(EndpointToString(*GuestEndpoint(p, Ep("127.0.0.2:7100"), false)) == "127.0.0.2:7100");
+  CHECK_FALSE(GuestEndpoint(p, Ep("192.168.1.1:8080"), false).has_value());
+  CHECK(guest("127.0.0.2:7100") == "10.9.8.7:7100");  // the one address the rule has
+  CHECK(guest("127.0.0.2:7000") == "as is");          // no rule maps to this pair
+  CHECK(guest("192.168.1.1:8080") == "as is");        // the inverse would be bypassed
+  CHECK(guest("0.0.0.0:5000") == "as is");            // routed unmapped
+  // A v4-mapped host address inverts to a v4-mapped guest address.
+  const std::optional<Endpoint> m = GuestEndpoint(p, Ep("[::ffff:0.0.0.0]:8080"));
+  REQUIRE(m.has_value());
+  CHECK(m->v4_mapped);
+  CHECK(m->port == 80);
+  // Round trip: every mapped bind comes back as the address asked for.
+  for (const char* local : {"0.0.0.0:80", "0.0.0.0:9004", "10.9.8.7:7100", "[::]:80"}) {
+    const BindDecision d = DecideBind(p, Ep(local));
+    REQUIRE(d.mapped);
+    CHECK(guest(EndpointToString(d.host)) == local);
+  }
+}
+
+TEST_CASE("a connect to a resolved address is decided by host rules in rule order") {
+  const Config c = Parse(R"([[profile]]
+name = "p"
+outgoing_default = "bypass"
+[[profile.outgoing]]
+action = "bypass"
+to = "10.0.0.1"
+[[profile.outgoing]]
+action = "route"
+host = ["db-*.internal", "cache.internal"]
+port = "5432-6379"
+[[profile.outgoing]]
+action = "route"
+to = "10.0.0.0/8"
+port = 80
+)");
+  const Profile& p = c.profiles[0];
+  CHECK(HasHostRules(p));
+  auto decide = [&](std::string_view dest, std::vector<std::string> names) {
+    const std::string* named = nullptr;
+    const Decision d = DecideConnect(p, Ep(dest), names, &named);
+    std::string out = std::to_string(d.rule) + " " + std::string(ActionName(d.action));
+    if (named != nullptr) out += " by " + *named;
+    return out;
+  };
+  CHECK(decide("10.2.3.4:5432", {}) == "0 bypass");  // no name: the address alone
+  CHECK(decide("10.2.3.4:5432", {"db-1.internal"}) == "2 route by db-1.internal");
+  CHECK(decide("10.2.3.4:5432", {"DB-1.Internal."}) == "2 route by DB-1.Internal.");
+  CHECK(decide("10.2.3.4:6379", {"other.example", "cache.internal"}) ==
+        "2 route by cache.internal");
+  CHECK(decide("10.2.3.4:22", {"db-1.internal"}) == "0 bypass");   // port outside the rule
+  CHECK(decide("10.0.0.1:5432", {"db-1.internal"}) == "1 bypass");  // an earlier rule wins
+  CHECK(decide("10.2.3.4:80", {"db-1.internal"}) == "3 route");    // address rules still apply
+  CHECK(decide("10.2.3.4:5432", {"www.example"}) == "0 bypass");
+  const Config plain = Parse(OneRule("to = \"10.0.0.0/8\""));
+  CHECK_FALSE(HasHostRules(plain.profiles[0]));
 }
 
 TEST_CASE("incoming_default is bypass when not written") {

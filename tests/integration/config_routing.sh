@@ -10,6 +10,9 @@
 #     the host's own stack.
 #  5. A malformed file: the program runs, one stderr line names file:line:column, and
 #     TCP connects fail closed with ECONNREFUSED.
+#  6. Publishing a port: a server in unshare -n binds port 80, which the profile maps to
+#     the host's 127.0.0.1:PORT; a host client gets its data (hash-checked), and the
+#     server's getsockname() shows port 80 on the listener and on the accepted connection.
 source "$(dirname "$0")/lib.sh"
 require_root_and_netns
 
@@ -97,4 +100,49 @@ expect_status "connect-check with a malformed config" 0 "$rc" "$WORK/5.out"
 [[ $(wc -l <"$WORK/5.err") -eq 1 ]] || fail "expected exactly one stderr line"
 grep -q "^xsock: $WORK/bad.conf:3:[0-9]*: .*; TCP connect() and bind() fail (ECONNREFUSED / EACCES), everything else is untouched$" \
   "$WORK/5.err" || fail "the stderr line does not name the file, line and consequence"
+log "6. a server in an empty namespace publishes its port 80 on the host's 127.0.0.1:PORT"
+host_port=$(closed_port)
+cat >"$WORK/publish.conf" <<CONF
+[[profile]]
+name = "publish"
+outgoing_default = "bypass"
+  [[profile.incoming]]
+  action = "route"
+  address = "0.0.0.0/0"
+  port = 80
+  host_port = $host_port
+  host_address = "127.0.0.1"
+CONF
+head -c 1000000 /dev/urandom >"$WORK/blob"
+unshare -n -- env -u XSOCK_ROUTE LD_PRELOAD="$XSOCK_LIB" XSOCK_SOCKET="$SOCK" \
+  XSOCK_CONFIG="$WORK/publish.conf" XSOCK_PROFILE=publish timeout 30 "$PYTHON3" -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80))
+s.listen(4)
+print("listener", *s.getsockname(), flush=True)
+c, peer = s.accept()
+print("accepted", *c.getsockname(), flush=True)
+c.sendall(open(sys.argv[1], "rb").read())
+c.close()' "$WORK/blob" >"$WORK/6.out" 2>"$WORK/6.err" &
+server=$!
+BACKGROUND_PIDS+=("$server")
+for ((i = 0; i < 200; i++)); do
+  grep -q '^listener' "$WORK/6.out" && break
+  sleep 0.05
+done
+grep -qx 'listener 0.0.0.0 80' "$WORK/6.out" ||
+  { show_file server "$WORK/6.out"; show_file stderr "$WORK/6.err"; fail "the listener's getsockname is not 0.0.0.0:80"; }
+timeout 20 "$PYTHON3" -c '
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+out = open(sys.argv[2], "wb")
+while (b := c.recv(65536)):
+    out.write(b)' "$host_port" "$WORK/6.got" || fail "the host client could not read from 127.0.0.1:$host_port"
+wait "$server" || { show_file stderr "$WORK/6.err"; fail "the published server failed"; }
+cmp -s "$WORK/blob" "$WORK/6.got" || fail "the published server's data differs"
+grep -qx 'accepted 127.0.0.1 80' "$WORK/6.out" ||
+  { show_file server "$WORK/6.out"; fail "the accepted connection's getsockname is not 127.0.0.1:80"; }
+log "published: guest 0.0.0.0:80 served on the host's 127.0.0.1:$host_port, 1 MB intact, getsockname shows port 80"
 log "PASS"

@@ -212,6 +212,35 @@ for family in -4 -6; do
 done
 log "curl -4 and -6 http://$NAME:8099/blob from the empty namespace: resolved by xsockd, routed, 3 MB intact"
 
+# ---- a host rule of the configuration file decides the connect to the name's address ----
+# No XSOCK_ROUTE: the profile resolves through xsockd and routes only connects to
+# addresses it resolved from $NAME; the same address written as a literal is bypassed
+# (the empty namespace's own stack: curl cannot connect, exit 7).
+cat >"$WORK/names.conf" <<CONF
+[[profile]]
+name = "names"
+resolve = "backend"
+outgoing_default = "bypass"
+  [[profile.outgoing]]
+  action = "route"
+  host = "only-in-test.*.test"
+  port = 8099
+CONF
+by_config() {
+  timeout -k 2 30 unshare -n -- env -u XSOCK_ROUTE LD_PRELOAD="$XSOCK_LIB" XSOCK_SOCKET="$SOCK" \
+    XSOCK_CONFIG="$WORK/names.conf" XSOCK_PROFILE=names "$@"
+}
+by_config env XSOCK_LOG=debug curl -sS -4 --max-time 20 -o "$WORK/got-named" \
+  "http://$NAME:8099/blob" 2>"$WORK/named.err" ||
+  { show_file curl "$WORK/named.err"; fail "curl by name with a host rule failed"; }
+cmp -s "$WORK/got-named" "$WORK/www/blob" || fail "curl by name with a host rule: the download differs"
+want="xsock: connect 10.77.0.9:8099: outgoing rule 1 of profile 'names' ($WORK/names.conf:5): route host only-in-test.*.test port 8099 (resolved from $NAME)"
+grep -qxF "$want" "$WORK/named.err" || { show_file stderr "$WORK/named.err"; fail "no decision line: $want"; }
+by_config curl -sS -4 --max-time 20 -o /dev/null "http://10.77.0.9:8099/blob" 2>"$WORK/literal.err"
+rc=$?
+[[ $rc -eq 7 ]] || { show_file curl "$WORK/literal.err"; fail "curl of the literal address exited $rc, expected 7 (bypassed: no network)"; }
+log "host rule: curl http://$NAME:8099 routed by 'host = only-in-test.*.test' (3 MB intact); the literal 10.77.0.9 bypassed (curl exit 7)"
+
 # ---- without XSOCK_RESOLVE the isolated application cannot resolve the name ----
 isolated getent ahosts $NAME >"$WORK/plain.out" 2>&1
 rc=$?

@@ -203,5 +203,81 @@ TEST_CASE("XSOCK_LOG overrides the profile's log level; a bad value is reported"
   CHECK(p->log_level() == config::LogLevel::kDebug);  // the profile's
 }
 
+TEST_CASE("host rules decide connects to addresses resolved from their names", "[policy]") {
+  TempConfig cfg(R"(
+[[profile]]
+name = "svc"
+outgoing_default = "bypass"
+  [[profile.outgoing]]
+  action = "route"
+  host = "*.db.internal"
+  port = 5432
+)");
+  Lines log;
+  auto p = RoutingPolicy::Load(Source(cfg.path, "/x", "svc"), log.fn());
+  NameMemory names;
+  p->set_names(&names);
+  CHECK_FALSE(Routes(*p, "10.7.0.9", 5432));  // nothing resolved yet: by address, bypass
+  names.Remember("main.db.internal", *config::ParseEndpoint("10.7.0.9", false));
+  CHECK(Routes(*p, "10.7.0.9", 5432));
+  CHECK_FALSE(Routes(*p, "10.7.0.9", 5433));
+  CHECK_FALSE(Routes(*p, "10.7.0.10", 5432));
+  const sockaddr_in a = V4("10.7.0.9", 5432);
+  const std::string why = p->ExplainConnect(reinterpret_cast<const sockaddr*>(&a), sizeof a);
+  CHECK(why.find("route") != std::string::npos);
+  CHECK(why.find("(resolved from main.db.internal)") != std::string::npos);
+  // A v4-mapped connect of a dual-stack socket finds the IPv4 name.
+  sockaddr_in6 m{};
+  m.sin6_family = AF_INET6;
+  m.sin6_port = htons(5432);
+  inet_pton(AF_INET6, "::ffff:10.7.0.9", &m.sin6_addr);
+  CHECK(p->ForConnect(reinterpret_cast<const sockaddr*>(&m), sizeof m).route);
+}
+
+TEST_CASE("getsockname of a mapped bind shows the application's address", "[policy]") {
+  TempConfig cfg(kConfig);
+  Lines log;
+  auto p = RoutingPolicy::Load(Source(cfg.path, "/x", "web"), log.fn());
+  const sockaddr_in host = V4("0.0.0.0", 8080);
+  const auto g = p->GuestLocal(reinterpret_cast<const sockaddr*>(&host), sizeof host);
+  REQUIRE(g.has_value());
+  CHECK(config::EndpointToString(*g) == "0.0.0.0:80");
+  const sockaddr_in other = V4("0.0.0.0", 8081);
+  CHECK_FALSE(p->GuestLocal(reinterpret_cast<const sockaddr*>(&other), sizeof other));
+  // The db profile maps nothing.
+  auto db = RoutingPolicy::Load(Source(cfg.path, "/usr/sbin/billingd", ""), log.fn());
+  CHECK_FALSE(db->GuestLocal(reinterpret_cast<const sockaddr*>(&host), sizeof host));
+}
+
+TEST_CASE("NameMemory: latest name first, bounded per address and in all", "[policy]") {
+  NameMemory m;
+  const config::Endpoint a = *config::ParseEndpoint("10.0.0.1", false);
+  const config::Endpoint b = *config::ParseEndpoint("[fd00::1]:80", false);
+  CHECK(m.empty());
+  CHECK(m.NamesOf(a).empty());
+  m.Remember("one.example", a);
+  m.Remember("two.example", a);
+  m.Remember("one.example", a);  // again: moves to the front, not duplicated
+  CHECK(m.NamesOf(a) == std::vector<std::string>{"one.example", "two.example"});
+  CHECK(m.NamesOf(b).empty());
+  m.Remember("v6.example", b);
+  CHECK(m.NamesOf(b) == std::vector<std::string>{"v6.example"});
+  for (int i = 0; i < 10; ++i) m.Remember("n" + std::to_string(i), a);
+  CHECK(m.NamesOf(a).size() == NameMemory::kMaxNamesPerAddress);
+  CHECK(m.NamesOf(a).front() == "n9");
+  // The oldest address is forgotten first.
+  for (size_t i = 0; i < NameMemory::kMaxAddresses; ++i) {
+    config::Endpoint e{};
+    e.family = AF_INET;
+    e.addr[0] = 192;
+    e.addr[1] = static_cast<uint8_t>(i >> 16);
+    e.addr[2] = static_cast<uint8_t>(i >> 8);
+    e.addr[3] = static_cast<uint8_t>(i);
+    m.Remember("bulk", e);
+  }
+  CHECK(m.NamesOf(a).empty());
+  CHECK(m.NamesOf(b).empty());
+}
+
 }  // namespace
 }  // namespace xsock::intercept
