@@ -129,8 +129,23 @@ BackendSocket::~BackendSocket() {
 }
 
 std::string BackendSocket::Who() const {
-  return fmt::format("socket={} client={} pid={}", params_.id, params_.client_id,
-                     params_.client_pid);
+  return fmt::format("socket={} client={} pid={} uid={} exe={}", params_.id, params_.client_id,
+                     params_.client_pid, params_.client_uid,
+                     Quoted(params_.client_exe.empty() ? "?" : params_.client_exe));
+}
+
+BackendSocket::RingFill BackendSocket::Fill() const {
+  RingFill f;
+  if (!mem_ || rings_corrupt_) return f;
+  f.present = true;
+  f.size = in_.size();
+  // Reserve/Peek are const views: a corrupt index is reported, and left to the pass to act on.
+  const ring::Regions in = in_.Reserve();
+  const ring::Regions out = out_.Peek();
+  f.corrupt = in.corrupt || out.corrupt;
+  if (!in.corrupt) f.in = in_.size() - in.bytes;
+  if (!out.corrupt) f.out = out.bytes;
+  return f;
 }
 
 void BackendSocket::SetState(SocketState state) {

@@ -42,6 +42,8 @@ struct SocketParams {
   uint64_t id = 0;
   uint64_t client_id = 0;  // the creating control connection, for log lines
   uint32_t client_pid = 0;
+  uint32_t client_uid = 0;  // the creating client's identity (SO_PEERCRED, /proc), for logs
+  std::string client_exe;
   int domain = 0;  // AF_INET or AF_INET6
   uint32_t ring_order = kDefaultRingOrder;
 };
@@ -109,7 +111,23 @@ class BackendSocket {
   // Identity of the app's end of the channel (stream channel, or listener channel).
   dev_t app_dev() const { return listener_ ? listener_->app_dev() : app_dev_; }
   ino_t app_ino() const { return listener_ ? listener_->app_ino() : app_ino_; }
-  std::string Who() const;  // "socket=7 client=3 pid=1234" for log lines
+  std::string Who() const;  // "socket=7 client=3 pid=1234 uid=0 exe=/usr/bin/curl" for logs
+
+  // ---- For listings (admin socket, metrics): reads only, no side effects. ----
+  struct RingFill {
+    bool present = false;  // false for a listener (no rings) or after a ring reset
+    bool corrupt = false;  // the app's index is impossible right now (not acted on here)
+    uint32_t size = 0;     // bytes per ring
+    uint32_t in = 0;       // bytes in `in` the app has not read
+    uint32_t out = 0;      // bytes in `out` xsockd has not sent
+  };
+  RingFill Fill() const;
+  uint64_t bytes_to_host() const { return bytes_to_host_; }
+  uint64_t bytes_from_host() const { return bytes_from_host_; }
+  std::chrono::steady_clock::time_point created() const { return created_; }
+  // The last connect's destination (family 0 if none).
+  const proto::SockAddr& destination() const { return dest_; }
+  bool accepted() const { return accepted_; }
 
  private:
   BackendSocket(const SocketParams& params, SocketEnv env, SocketMemory mem, UniqueFd channel,
@@ -217,6 +235,7 @@ class BackendSocket {
   uint64_t progress_ = 0;                   // bumps whenever bytes move or a token is queued
   uint64_t bytes_to_host_ = 0;
   uint64_t bytes_from_host_ = 0;
+  std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace xsock::backend

@@ -24,8 +24,13 @@ UniqueFd Dup(int fd) { return UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
 
 }  // namespace
 
-ControlClient::ControlClient(uint64_t id, UniqueFd fd, const ucred& cred, ControlContext ctx)
-    : id_(id), fd_(std::move(fd)), cred_(cred), ctx_(ctx) {}
+ControlClient::ControlClient(uint64_t id, UniqueFd fd, ClientIdentity identity,
+                             ControlContext ctx)
+    : id_(id),
+      fd_(std::move(fd)),
+      identity_(std::move(identity)),
+      cred_{identity_.pid, identity_.uid, identity_.gid},
+      ctx_(ctx) {}
 
 absl::Status ControlClient::Start() {
   return ctx_.loop->Add(fd_.get(), EPOLLIN | EPOLLRDHUP, Token{Source::kClient, id_});
@@ -49,8 +54,8 @@ bool ControlClient::OnEvent(uint32_t events) {
 }
 
 bool ControlClient::Drop(LogLevel level, const char* event, std::string_view reason) {
-  Log(level, "event={} client={} pid={} uid={} reason={}", event, id_, cred_.pid, cred_.uid,
-      Quoted(reason));
+  Log(level, "event={} client={} pid={} uid={} exe={} reason={}", event, id_, cred_.pid, cred_.uid,
+      Quoted(identity_.exe.empty() ? "?" : identity_.exe), Quoted(reason));
   return false;
 }
 
@@ -203,6 +208,8 @@ proto::Reply ControlClient::Handle(const proto::SocketRequest& req,
   SocketParams params;
   params.client_id = id_;
   params.client_pid = static_cast<uint32_t>(cred_.pid);
+  params.client_uid = cred_.uid;
+  params.client_exe = identity_.exe;
   params.domain = static_cast<int>(req.domain);
   params.ring_order = req.ring_order != 0 ? req.ring_order : ctx_.default_ring_order;
   UniqueFd app_end;
@@ -221,8 +228,8 @@ proto::Reply ControlClient::Handle(const proto::SocketRequest& req,
     return reply;
   }
   authority_.insert(s->id());
-  Log(LogLevel::kInfo, "event=socket_create socket={} client={} pid={} domain={} ring_order={}",
-      s->id(), id_, cred_.pid, req.domain == AF_INET ? "inet" : "inet6", params.ring_order);
+  Log(LogLevel::kInfo, "event=socket_create {} domain={} ring_order={}", s->Who(),
+      req.domain == AF_INET ? "inet" : "inet6", params.ring_order);
   reply.ring_order = params.ring_order;
   reply.socket_id = s->id();
   // Order fixed by the protocol: [channel app end, memfd].

@@ -6,6 +6,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -15,6 +16,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "backend/event_loop.h"
 #include "backend/fd.h"
+#include "backend/identity.h"
 #include "backend/log.h"
 #include "backend/resolver.h"
 #include "backend/socket_table.h"
@@ -34,8 +36,9 @@ struct ControlContext {
 
 class ControlClient {
  public:
-  // fd: the accepted connection (nonblocking); cred: its SO_PEERCRED.
-  ControlClient(uint64_t id, UniqueFd fd, const ucred& cred, ControlContext ctx);
+  // fd: the accepted connection (nonblocking); identity: its peer, read from the kernel
+  // at accept (backend/identity.h).
+  ControlClient(uint64_t id, UniqueFd fd, ClientIdentity identity, ControlContext ctx);
 
   // Registers the connection with the loop.
   absl::Status Start();
@@ -48,6 +51,12 @@ class ControlClient {
 
   uint64_t id() const { return id_; }
   int fd() const { return fd_.get(); }
+  const ClientIdentity& identity() const { return identity_; }
+  // When the connection was accepted (wall clock for display, steady clock for ages).
+  std::chrono::system_clock::time_point connected_at() const { return connected_at_; }
+  std::chrono::steady_clock::time_point connected_steady() const { return connected_steady_; }
+  // Calls refused by policy (0 until a policy exists; the listings keep the field).
+  uint64_t denials() const { return denials_; }
 
  private:
   struct Outgoing {
@@ -89,8 +98,12 @@ class ControlClient {
 
   uint64_t id_;
   UniqueFd fd_;
-  ucred cred_;
+  ClientIdentity identity_;
+  ucred cred_;  // identity_'s SO_PEERCRED part
   ControlContext ctx_;
+  std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
+  std::chrono::steady_clock::time_point connected_steady_ = std::chrono::steady_clock::now();
+  uint64_t denials_ = 0;
   bool hello_done_ = false;
   uint32_t caps_ = 0;
   absl::flat_hash_set<uint64_t> authority_;

@@ -6,10 +6,10 @@
 
 namespace xsock::backend {
 
-// Ids are counters that never reach 2^61, so three bits hold the source.
-uint64_t EncodeToken(Token token) { return (token.id << 3) | static_cast<uint64_t>(token.source); }
+// Ids are counters that never reach 2^60, so four bits hold the source.
+uint64_t EncodeToken(Token token) { return (token.id << 4) | static_cast<uint64_t>(token.source); }
 
-Token DecodeToken(uint64_t raw) { return Token{static_cast<Source>(raw & 7), raw >> 3}; }
+Token DecodeToken(uint64_t raw) { return Token{static_cast<Source>(raw & 15), raw >> 4}; }
 
 absl::StatusOr<EventLoop> EventLoop::Create() {
   const int fd = epoll_create1(EPOLL_CLOEXEC);

@@ -23,6 +23,7 @@ enum class Source : uint8_t {
   kChannel = 5,   // id: socket id; xsockd's end of the socket's channel
   kHost = 6,      // id: socket id; the host TCP socket
   kResolver = 7,  // id 0: lookups finished, 1: lookup deadline timer (backend/resolver.h)
+  kAdmin = 8,     // admin socket, metrics endpoint and their connections (backend/admin.h)
 };
 
 struct Token {

@@ -17,7 +17,6 @@ namespace {
 
 constexpr mode_t kDirMode = 0755;
 // Any local user may connect for now; a later policy layer decides who may do what.
-constexpr mode_t kSocketMode = 0666;
 
 absl::Status Failed(std::string message) { return absl::FailedPreconditionError(message); }
 
@@ -68,8 +67,9 @@ absl::Status PrepareDirectory(const std::string& dir) {
 }
 
 // Whether something accepts connections at path.
-absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un& addr) {
-  UniqueFd probe(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un& addr,
+                                      int type) {
+  UniqueFd probe(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!probe.valid()) return ErrnoError(errno, "socket");
   if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
     return true;
@@ -83,8 +83,8 @@ absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un
     case EPROTOTYPE:
       return Failed(
           fmt::format("{} is in use by a program that is not xsockd "
-                      "(not a SOCK_SEQPACKET socket)",
-                      path));
+                      "(not a {} socket)",
+                      path, type == SOCK_STREAM ? "SOCK_STREAM" : "SOCK_SEQPACKET"));
     default:
       return ErrnoError(errno, fmt::format("connect {}", path));
   }
@@ -92,7 +92,7 @@ absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un
 
 }  // namespace
 
-absl::StatusOr<Listener> Listener::Open(const std::string& path) {
+absl::StatusOr<Listener> Listener::Open(const std::string& path, mode_t mode, int type) {
   if (path.empty()) return absl::InvalidArgumentError("socket path is empty");
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
@@ -110,7 +110,7 @@ absl::StatusOr<Listener> Listener::Open(const std::string& path) {
     if (!S_ISSOCK(st.st_mode)) {
       return Failed(fmt::format("{} exists and is not a socket; refusing to remove it", path));
     }
-    auto live = SomethingListens(path, addr);
+    auto live = SomethingListens(path, addr, type);
     if (!live.ok()) return live.status();
     if (*live) return Failed(fmt::format("another xsockd is already listening on {}", path));
     if (unlink(path.c_str()) != 0 && errno != ENOENT) {
@@ -121,7 +121,7 @@ absl::StatusOr<Listener> Listener::Open(const std::string& path) {
     return ErrnoError(errno, fmt::format("lstat {}", path));
   }
 
-  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  UniqueFd fd(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoError(errno, "socket");
   if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     if (errno == EADDRINUSE) {
@@ -132,7 +132,7 @@ absl::StatusOr<Listener> Listener::Open(const std::string& path) {
   }
   if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, fmt::format("lstat {}", path));
   Listener listener(std::move(fd), path, st.st_dev, st.st_ino);
-  if (chmod(path.c_str(), kSocketMode) != 0)
+  if (chmod(path.c_str(), mode) != 0)
     return ErrnoError(errno, fmt::format("chmod {}", path));
   if (listen(listener.fd(), SOMAXCONN) != 0)
     return ErrnoError(errno, fmt::format("listen {}", path));

@@ -16,6 +16,18 @@ namespace xsock::backend {
 
 enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
+// logfmt (the default): the line as written; json: one object per line, the same keys,
+// integers unquoted, e.g. {"ts":"...","level":"info","event":"client_connect","pid":41}.
+enum class LogFormat { kLogfmt, kJson };
+std::optional<LogFormat> ParseLogFormat(std::string_view name);
+void SetLogFormat(LogFormat format);
+
+// A logfmt line ("key=value key=\"quoted value\" ...", as Quoted() writes values) as one
+// JSON object.
+std::string LogfmtToJson(std::string_view line);
+// A JSON string literal, quotes included (control bytes as \u00XX; other bytes as they are).
+std::string JsonQuoted(std::string_view s);
+
 // "error", "warn", "info", "debug" (also "warning"); nullopt otherwise.
 std::optional<LogLevel> ParseLogLevel(std::string_view name);
 const char* LogLevelName(LogLevel level);

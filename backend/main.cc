@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   SetLogLevel(cl->options.log_level);
+  SetLogFormat(cl->options.log_format);
   signal(SIGPIPE, SIG_IGN);
   // Blocked before the socket file exists, so a SIGTERM sent as soon as it appears is
   // already a clean stop (the server reads it from a signalfd).
@@ -43,6 +44,9 @@ int main(int argc, char** argv) {
   options.socket_path = cl->options.socket_path;
   options.ring_order = cl->options.ring_order;
   options.handle_signals = true;
+  options.admin.socket_path = AdminSocketPath(cl->options);
+  options.admin.metrics_address = cl->options.metrics;
+  options.admin.metrics_allow_remote = cl->options.metrics_allow_remote;
   auto server = Server::Create(options);
   if (!server.ok()) {
     std::fprintf(stderr, "xsockd: %s\n", std::string(server.status().message()).c_str());

@@ -38,7 +38,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     };
     const bool takes_value =
         arg.name == "--socket" || arg.name == "--ring-order" || arg.name == "--log-level" ||
-        arg.name == "--transport";
+        arg.name == "--transport" || arg.name == "--admin-socket" || arg.name == "--metrics" ||
+        arg.name == "--log-format";
     if (!takes_value && arg.value) {
       return Bad(fmt::format("option '{}' takes no value", arg.name));
     }
@@ -83,6 +84,26 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
             fmt::format("option '--log-level': '{}' is not one of error, warn, info, debug", *v));
       }
       cl.options.log_level = *level;
+    } else if (arg.name == "--log-format") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      const auto format = ParseLogFormat(*v);
+      if (!format) {
+        return Bad(fmt::format("option '--log-format': '{}' is not one of logfmt, json", *v));
+      }
+      cl.options.log_format = *format;
+    } else if (arg.name == "--admin-socket") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return Bad("option '--admin-socket': the path is empty (use 'none')");
+      cl.options.admin_socket = *v == "none" ? "" : *v;
+    } else if (arg.name == "--metrics") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return Bad("option '--metrics': the address is empty");
+      cl.options.metrics = *v;
+    } else if (arg.name == "--metrics-allow-remote") {
+      cl.options.metrics_allow_remote = true;
     } else if (arg.name == "-q" || arg.name == "--quiet") {
       cl.options.log_level = LogLevel::kError;
     } else if (!arg.name.empty() && arg.name[0] == '-') {
@@ -92,6 +113,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     }
   }
   return cl;
+}
+
+std::string AdminSocketPath(const DaemonOptions& options) {
+  if (options.admin_socket) return *options.admin_socket;
+  const size_t slash = options.socket_path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : options.socket_path.substr(0, slash == 0 ? 1 : slash);
+  return dir == "/" ? "/xsockd-admin.sock" : dir + "/xsockd-admin.sock";
 }
 
 std::string VersionText() {
@@ -106,6 +135,8 @@ std::string HelpText() {
 
 SYNOPSIS
     xsockd [--transport local|xen] [--socket PATH] [--ring-order N] [--log-level LEVEL] [-q]
+           [--log-format logfmt|json] [--admin-socket PATH|none]
+           [--metrics [ADDR:]PORT [--metrics-allow-remote]]
     xsockd --help | --version
 
 DESCRIPTION
@@ -141,6 +172,20 @@ OPTIONS
         error, warn, info (default) or debug.
     -q, --quiet
         Same as --log-level error.
+    --log-format logfmt|json
+        logfmt (default): key=value pairs; json: one JSON object per line with the same
+        keys (numbers unquoted).
+    --admin-socket PATH|none
+        The admin socket xsockctl(1) talks to (docs/xsockctl.md): AF_UNIX stream, mode
+        0600, answered only for root and xsockd's own user. Default: xsockd-admin.sock in
+        the control socket's directory ({}). none: no admin socket.
+    --metrics [ADDR:]PORT
+        Serve Prometheus metrics (text format, HTTP/1.0 GET /metrics) on ADDR:PORT; ADDR
+        is a numeric IPv4 address or [IPv6], 127.0.0.1 when only a port is given. A
+        non-loopback ADDR is refused unless --metrics-allow-remote is given too (the
+        metrics name clients' executables and have no authentication). Off by default.
+    --metrics-allow-remote
+        Allow --metrics on an address that is not loopback.
     -h, --help
         Show this text and exit.
     -V, --version
@@ -153,10 +198,14 @@ ENVIRONMENT
 FILES
     {}
         Default control socket.
+    {}
+        Default admin socket.
 
 LOGGING
     One line per notable event on standard error: ts=<UTC time> level=<level>
-    event=<name> key=value... Events: listening, client_connect, client_disconnect,
+    event=<name> key=value... (or the same as JSON, --log-format json). Lines about a
+    client or its sockets carry its identity: client, pid, uid, exe (client_connect also
+    gid, netns, cgroup). Events: listening, client_connect, client_disconnect,
     protocol_error, socket_create, attach, connect_ok, connect_failed, eof, reset,
     send_failed, ring_corrupt, release, socket_closed, shutdown (debug adds more).
 
@@ -181,7 +230,8 @@ EXAMPLES
         kill -TERM $(pidof xsockd)
 )",
                      kDefaultSocketPath, kMinRingOrder, kMaxRingOrder, kDefaultRingOrder,
-                     (size_t{1} << kDefaultRingOrder) / 1024, kDefaultSocketPath);
+                     (size_t{1} << kDefaultRingOrder) / 1024, "/run/xsock/xsockd-admin.sock",
+                     kDefaultSocketPath, "/run/xsock/xsockd-admin.sock");
 }
 
 }  // namespace xsock::backend

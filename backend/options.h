@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,15 @@ struct DaemonOptions {
   std::string socket_path = kDefaultSocketPath;
   uint32_t ring_order = kDefaultRingOrder;
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kLogfmt;
+  // --admin-socket: nullopt = "xsockd-admin.sock" beside the control socket; "" = none.
+  std::optional<std::string> admin_socket;
+  std::string metrics;  // --metrics ADDR:PORT, "" = off
+  bool metrics_allow_remote = false;
 };
+
+// The admin socket path for these options (see DaemonOptions::admin_socket).
+std::string AdminSocketPath(const DaemonOptions& options);
 
 enum class Action { kRun, kHelp, kVersion };
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "backend/errors.h"
+#include "backend/identity.h"
 #include "backend/log.h"
 
 namespace xsock::backend {
@@ -56,6 +57,12 @@ Server::~Server() { Shutdown(nullptr); }
 absl::Status Server::Init() {
   if (auto s = sockets_.Init(); !s.ok()) return s;
   if (auto s = resolver_.Init(); !s.ok()) return s;
+  if (!options_.admin.socket_path.empty() || !options_.admin.metrics_address.empty()) {
+    auto admin = AdminServer::Create(options_.admin, &loop_,
+                                     AdminSources{&stats_, &sockets_, &clients_});
+    if (!admin.ok()) return admin.status();
+    admin_ = std::move(*admin);
+  }
   if (auto s = loop_.Add(listener_.fd(), EPOLLIN, Token{Source::kListener, 0}); !s.ok()) return s;
   stop_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!stop_fd_.valid()) return ErrnoError(errno, "eventfd");
@@ -107,6 +114,9 @@ absl::Status Server::Run() {
         case Source::kResolver:
           resolver_.OnEvent(token.id);
           break;
+        case Source::kAdmin:
+          if (admin_) admin_->OnEvent(token.id, ev);
+          break;
         case Source::kSignal:
           if (const char* sig = ReadSignal(); sig != nullptr) stop_reason = sig;
           break;
@@ -128,16 +138,11 @@ void Server::Accept() {
       if (errno != EAGAIN) Log(LogLevel::kWarn, "event=accept_failed errno={}", ErrnoName(errno));
       return;
     }
-    ucred cred = {};
-    socklen_t len = sizeof(cred);
-    if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      cred.pid = 0;
-      cred.uid = static_cast<uid_t>(-1);
-      cred.gid = static_cast<gid_t>(-1);
-    }
+    // Read once, now: SO_PEERCRED and /proc of the peer (see identity.h for the pid race).
+    ClientIdentity who = PeerIdentity(fd.get());
     const uint64_t id = next_client_id_++;
     auto client = std::make_unique<ControlClient>(
-        id, std::move(fd), cred,
+        id, std::move(fd), who,
         ControlContext{&loop_, &sockets_, &stats_, options_.ring_order, &resolver_});
     if (auto s = client->Start(); !s.ok()) {
       Log(LogLevel::kWarn, "event=accept_failed error={}", Quoted(std::string(s.message())));
@@ -145,8 +150,11 @@ void Server::Accept() {
     }
     stats_.clients_now++;
     stats_.clients_total++;
-    Log(LogLevel::kInfo, "event=client_connect client={} pid={} uid={} gid={}", id, cred.pid,
-        cred.uid, cred.gid);
+    Log(LogLevel::kInfo,
+        "event=client_connect client={} pid={} uid={} gid={} exe={} netns={} cgroup={}", id,
+        who.pid, who.uid, who.gid, Quoted(who.exe.empty() ? "?" : who.exe), who.netns,
+        Quoted(who.cgroup.empty() ? "?" : who.cgroup));
+    sockets_.AddClient(id);
     clients_[id] = std::move(client);
   }
 }
@@ -162,6 +170,7 @@ void Server::DropClient(uint64_t id) {
   if (it == clients_.end()) return;
   loop_.Remove(it->second->fd());
   clients_.erase(it);
+  sockets_.RemoveClient(id);
   stats_.clients_now--;
 }
 
@@ -188,6 +197,7 @@ void Server::Shutdown(const char* reason) {
     Log(LogLevel::kInfo, "event=shutdown reason={} clients={} sockets={}", reason, clients_.size(),
         sockets_.size());
   }
+  if (admin_) admin_->Close();
   for (auto& [id, client] : clients_) loop_.Remove(client->fd());
   stats_.clients_now -= clients_.size();
   clients_.clear();

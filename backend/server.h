@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "backend/admin.h"
 #include "backend/control.h"
 #include "backend/event_loop.h"
 #include "backend/fd.h"
@@ -27,6 +28,9 @@ struct ServerOptions {
   // calling thread; a program must block them before it starts other threads.
   bool handle_signals = true;
   ResolverOptions resolver;  // name lookups: workers, bounds, deadline
+  // Admin socket and metrics endpoint. The library's default is neither (an empty path);
+  // xsockd's command line gives the admin socket a path next to the control socket.
+  AdminOptions admin = {.socket_path = ""};
 };
 
 class Server {
@@ -44,6 +48,10 @@ class Server {
   void RequestStop();
 
   const std::string& socket_path() const { return listener_.path(); }
+  // "" when disabled.
+  std::string admin_path() const { return admin_ ? admin_->admin_path() : ""; }
+  // 0 when disabled.
+  uint16_t metrics_port() const { return admin_ ? admin_->metrics_port() : 0; }
 
  private:
   Server(const ServerOptions& options, EventLoop loop, Listener listener);
@@ -63,7 +71,8 @@ class Server {
   // After loop_: sockets and clients unregister from it when destroyed.
   SocketTable sockets_;
   Resolver resolver_;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<ControlClient>> clients_;
+  ClientMap clients_;
+  std::unique_ptr<AdminServer> admin_;  // reads clients_, sockets_, stats_
   UniqueFd signal_fd_;
   UniqueFd stop_fd_;
   uint64_t next_client_id_ = 1;

@@ -116,6 +116,11 @@ void SocketTable::Dispatch(Token token, uint32_t events) {
 void SocketTable::Settle(BackendSocket* s) {
   const uint64_t id = s->id();
   if (s->finished()) {
+    if (auto c = closed_.find(s->params().client_id); c != closed_.end()) {
+      c->second.sockets_closed++;
+      c->second.bytes_to_host += s->bytes_to_host();
+      c->second.bytes_from_host += s->bytes_from_host();
+    }
     by_inode_.erase({s->app_dev(), s->app_ino()});
     held_.erase(id);
     sockets_.erase(id);

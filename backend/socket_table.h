@@ -56,6 +56,29 @@ class SocketTable : public AcceptedSocketFactory {
 
   size_t size() const { return sockets_.size(); }
 
+  // ---- For listings (admin socket, metrics). ----
+  // Every live socket, in no particular order.
+  template <class F>
+  void ForEach(F&& f) const {
+    for (const auto& [id, s] : sockets_) {
+      if (!s->finished()) f(*s);
+    }
+  }
+  // What the freed sockets of a client carried, so that a client's bytes do not shrink when
+  // its sockets close. Kept only between AddClient and RemoveClient (the server's client
+  // lifetime): sockets outliving their client add nothing, so nothing grows without bound.
+  struct ClientTotals {
+    uint64_t sockets_closed = 0;
+    uint64_t bytes_to_host = 0;
+    uint64_t bytes_from_host = 0;
+  };
+  void AddClient(uint64_t client_id) { closed_[client_id] = {}; }
+  void RemoveClient(uint64_t client_id) { closed_.erase(client_id); }
+  ClientTotals ClosedTotals(uint64_t client_id) const {
+    auto it = closed_.find(client_id);
+    return it == closed_.end() ? ClientTotals{} : it->second;
+  }
+
  private:
   void OnTimer();
   void ArmTimer(int ms);
@@ -70,6 +93,7 @@ class SocketTable : public AcceptedSocketFactory {
   absl::flat_hash_map<uint64_t, std::unique_ptr<BackendSocket>> sockets_;
   absl::flat_hash_map<std::pair<dev_t, ino_t>, uint64_t> by_inode_;
   absl::flat_hash_set<uint64_t> held_;
+  absl::flat_hash_map<uint64_t, ClientTotals> closed_;  // by client id
   UniqueFd timer_;
   int poll_interval_ms_ = 1;
   uint64_t next_id_ = 1;

@@ -114,10 +114,15 @@ std::vector<std::string> LogCapture::Lines() {
 
 // ---- TestServer ----
 
-TestServer::TestServer(uint32_t ring_order) {
+TestServer::TestServer(uint32_t ring_order) : TestServer(Visibility{false, false}, ring_order) {}
+
+TestServer::TestServer(Visibility visibility, uint32_t ring_order) {
   signal(SIGPIPE, SIG_IGN);
   path_ = dir_.path() + "/run/xsockd.sock";
   backend::ServerOptions options;
+  if (visibility.admin) options.admin.socket_path = dir_.path() + "/run/xsockd-admin.sock";
+  if (visibility.metrics) options.admin.metrics_address = "127.0.0.1:0";
+  options.admin.deadline = std::chrono::milliseconds(visibility.deadline_ms);
   options.socket_path = path_;
   options.ring_order = ring_order;
   options.handle_signals = false;

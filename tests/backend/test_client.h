@@ -63,8 +63,18 @@ class LogCapture {
 class TestServer {
  public:
   explicit TestServer(uint32_t ring_order = kDefaultRingOrder);
+  // With the admin socket at <tempdir>/run/xsockd-admin.sock and, if metrics, the metrics
+  // endpoint on 127.0.0.1 (a free port).
+  struct Visibility {
+    bool admin = true;
+    bool metrics = false;
+    int deadline_ms = 5000;  // admin/metrics connection deadline
+  };
+  explicit TestServer(Visibility visibility, uint32_t ring_order = kDefaultRingOrder);
   ~TestServer();
   const std::string& path() const { return path_; }
+  std::string admin_path() const { return server_->admin_path(); }
+  uint16_t metrics_port() const { return server_->metrics_port(); }
 
  private:
   TempDir dir_;
