@@ -1,5 +1,7 @@
 #include "backend/options.h"
 
+#include "backend/metrics.h"
+
 #include "absl/strings/numbers.h"
 #include "fmt/format.h"
 
@@ -111,6 +113,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     } else {
       return Bad(fmt::format("unexpected argument '{}'", arg.name));
     }
+  }
+  if (!cl.options.metrics.empty()) {
+    // Checked here so that a remote address without --metrics-allow-remote is a usage
+    // error (exit 2) before anything is opened.
+    auto addr = ParseMetricsAddress(cl.options.metrics, cl.options.metrics_allow_remote);
+    if (!addr.ok()) return Bad(std::string(addr.status().message()));
+  } else if (cl.options.metrics_allow_remote) {
+    return Bad("option '--metrics-allow-remote' needs --metrics");
   }
   return cl;
 }

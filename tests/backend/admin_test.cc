@@ -463,6 +463,14 @@ TEST_CASE("--admin-socket, --metrics and --log-format", "[backend][admin][option
   CHECK(cl->options.metrics == "9000");
   CHECK(cl->options.metrics_allow_remote);
   CHECK(cl->options.log_format == backend::LogFormat::kJson);
+  // A remote metrics address is a usage error unless allowed (the flag may come later).
+  auto remote = backend::ParseCommandLine({"--metrics", "0.0.0.0:9464"}, nullptr);
+  REQUIRE_FALSE(remote.ok());
+  CHECK(remote.status().message().find("not a loopback address") != std::string::npos);
+  CHECK(backend::ParseCommandLine({"--metrics", "0.0.0.0:9464", "--metrics-allow-remote"}, nullptr)
+            .ok());
+  CHECK_FALSE(backend::ParseCommandLine({"--metrics-allow-remote"}, nullptr).ok());
+  CHECK_FALSE(backend::ParseCommandLine({"--metrics", "x"}, nullptr).ok());
   cl = backend::ParseCommandLine({"--admin-socket=/a/b.sock"}, nullptr);
   REQUIRE(cl.ok());
   CHECK(backend::AdminSocketPath(cl->options) == "/a/b.sock");
