@@ -107,8 +107,9 @@ std::string EscapeCell(const std::string& s) {
 
 Table ClientsTable(const AdminSources& src) {
   Table t;
-  t.columns = {"client", "pid",       "uid",     "gid",       "exe",     "netns",  "cgroup",
-               "sockets", "sockets_closed", "to_host", "from_host", "denials", "since", "age_s"};
+  t.columns = {
+      "client",         "pid",     "uid",       "gid",     "exe",   "netns", "cgroup", "sockets",
+      "sockets_closed", "to_host", "from_host", "denials", "since", "age_s"};
   const auto live = LiveByClient(*src.sockets);
   const auto now = SteadyClock::now();
   for (uint64_t id : SortedKeys(*src.clients)) {
@@ -129,8 +130,8 @@ Table ClientsTable(const AdminSources& src) {
 
 Table SocketsTable(const AdminSources& src, std::optional<uint64_t> client) {
   Table t;
-  t.columns = {"client", "socket", "kind",    "state",   "local",    "remote", "to_host",
-               "from_host", "in_fill", "out_fill", "ring_size", "age_s"};
+  t.columns = {"client",  "socket",    "kind",    "state",    "local",     "remote",
+               "to_host", "from_host", "in_fill", "out_fill", "ring_size", "age_s"};
   std::map<uint64_t, const BackendSocket*> sorted;
   src.sockets->ForEach([&](const BackendSocket& s) {
     if (!client || s.params().client_id == *client) sorted[s.id()] = &s;
@@ -228,7 +229,8 @@ std::string AnswerAdmin(std::string_view request, const AdminSources& src) {
       json = true;
     } else if (w == "format=text") {
       json = false;
-    } else if (w.substr(0, 7) == "client=" && absl::SimpleAtoi(absl::string_view(w.data() + 7, w.size() - 7), &id)) {
+    } else if (w.substr(0, 7) == "client=" &&
+               absl::SimpleAtoi(absl::string_view(w.data() + 7, w.size() - 7), &id)) {
       client = id;
     } else {
       return fmt::format("error unknown argument {}\n", JsonQuoted(w));
@@ -255,8 +257,8 @@ std::string AnswerAdmin(std::string_view request, const AdminSources& src) {
 // ---- AdminServer ----
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Create(const AdminOptions& options,
-                                                                  EventLoop* loop,
-                                                                  AdminSources src) {
+                                                                 EventLoop* loop,
+                                                                 AdminSources src) {
   std::unique_ptr<AdminServer> a(new AdminServer(options, loop, src));
   if (auto s = a->Init(); !s.ok()) return s;
   return a;
@@ -267,7 +269,8 @@ AdminServer::~AdminServer() { Close(); }
 absl::Status AdminServer::Init() {
   timer_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer_.valid()) return ErrnoError(errno, "timerfd_create");
-  if (auto s = loop_->Add(timer_.get(), EPOLLIN, Token{Source::kAdmin, kTimerId}); !s.ok()) return s;
+  if (auto s = loop_->Add(timer_.get(), EPOLLIN, Token{Source::kAdmin, kTimerId}); !s.ok())
+    return s;
   if (!options_.socket_path.empty()) {
     // Root (or xsockd's own user) only: the file's mode is the gate, and each connection's
     // SO_PEERCRED is checked again in Accept.
@@ -341,7 +344,7 @@ void AdminServer::Accept(Kind kind, int listen_fd) {
           kMaxAdminConnections);
       continue;  // closed by fd's destructor
     }
-    Conn c{kind, std::move(fd), {}, {}, 0, false, SteadyClock::now() + options_.deadline};
+    Conn c{kind, std::move(fd), {}, {}, 0, false, false, SteadyClock::now() + options_.deadline};
     const uint64_t id = next_id_++;
     if (kind == Kind::kAdmin) {
       // Defence in depth behind the file mode (which a umask or a later chmod could loosen):
@@ -352,10 +355,9 @@ void AdminServer::Accept(Kind kind, int listen_fd) {
           (cred.uid != 0 && cred.uid != geteuid())) {
         Log(LogLevel::kWarn, "event=admin_refused reason=not_authorized pid={} uid={}", cred.pid,
             cred.uid);
-        c.out = "error permission denied: the admin socket serves root and xsockd's user\n";
-        // Best effort, nonblocking; the connection closes either way.
-        (void)!send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        continue;
+        // Its request is still read, and answered with the refusal: closing with the request
+        // unread would reset the connection (ECONNRESET) before the peer reads the reason.
+        c.unauthorized = true;
       }
     }
     if (kind == Kind::kMetrics) {
@@ -364,8 +366,7 @@ void AdminServer::Accept(Kind kind, int listen_fd) {
       const int sndbuf = 16 * 1024;
       setsockopt(c.fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     }
-    if (auto s = loop_->Add(c.fd.get(), EPOLLIN | EPOLLRDHUP, Token{Source::kAdmin, id});
-        !s.ok()) {
+    if (auto s = loop_->Add(c.fd.get(), EPOLLIN | EPOLLRDHUP, Token{Source::kAdmin, id}); !s.ok()) {
       continue;
     }
     conns_.emplace(id, std::move(c));
@@ -410,7 +411,10 @@ void AdminServer::ReadRequest(uint64_t id, Conn& c) {
     if (c.kind == Kind::kAdmin) {
       const size_t nl = c.in.find('\n');
       if (nl != std::string::npos && nl < limit) {
-        StartReply(id, c, AnswerAdmin(std::string_view(c.in).substr(0, nl), src_));
+        StartReply(id, c,
+                   c.unauthorized
+                       ? "error permission denied: the admin socket serves root and xsockd's user\n"
+                       : AnswerAdmin(std::string_view(c.in).substr(0, nl), src_));
         return;
       }
       if (c.in.size() >= limit) {

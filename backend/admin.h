@@ -111,6 +111,7 @@ class AdminServer {
     std::string out;
     size_t sent = 0;
     bool replying = false;
+    bool unauthorized = false;  // admin peer neither root nor xsockd's user: refused
     std::chrono::steady_clock::time_point deadline;
   };
 

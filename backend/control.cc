@@ -24,8 +24,7 @@ UniqueFd Dup(int fd) { return UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
 
 }  // namespace
 
-ControlClient::ControlClient(uint64_t id, UniqueFd fd, ClientIdentity identity,
-                             ControlContext ctx)
+ControlClient::ControlClient(uint64_t id, UniqueFd fd, ClientIdentity identity, ControlContext ctx)
     : id_(id),
       fd_(std::move(fd)),
       identity_(std::move(identity)),

@@ -57,6 +57,11 @@ class ControlClient {
   std::chrono::steady_clock::time_point connected_steady() const { return connected_steady_; }
   // Calls refused by policy (0 until a policy exists; the listings keep the field).
   uint64_t denials() const { return denials_; }
+  // For the policy hook: counts one refused call for this client and in Stats::denials.
+  void NoteDenial() {
+    ++denials_;
+    ctx_.stats->denials++;
+  }
 
  private:
   struct Outgoing {

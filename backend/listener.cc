@@ -67,8 +67,7 @@ absl::Status PrepareDirectory(const std::string& dir) {
 }
 
 // Whether something accepts connections at path.
-absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un& addr,
-                                      int type) {
+absl::StatusOr<bool> SomethingListens(const std::string& path, const sockaddr_un& addr, int type) {
   UniqueFd probe(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!probe.valid()) return ErrnoError(errno, "socket");
   if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
@@ -132,8 +131,7 @@ absl::StatusOr<Listener> Listener::Open(const std::string& path, mode_t mode, in
   }
   if (lstat(path.c_str(), &st) != 0) return ErrnoError(errno, fmt::format("lstat {}", path));
   Listener listener(std::move(fd), path, st.st_dev, st.st_ino);
-  if (chmod(path.c_str(), mode) != 0)
-    return ErrnoError(errno, fmt::format("chmod {}", path));
+  if (chmod(path.c_str(), mode) != 0) return ErrnoError(errno, fmt::format("chmod {}", path));
   if (listen(listener.fd(), SOMAXCONN) != 0)
     return ErrnoError(errno, fmt::format("listen {}", path));
   return listener;

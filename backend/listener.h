@@ -1,6 +1,7 @@
 // The control socket's place in the filesystem: a listening AF_UNIX socket (SOCK_SEQPACKET
-// for the control socket; the admin socket is SOCK_STREAM, mode 0600) at a path whose directory is checked (or created 0755), a stale socket file replaced
-// only when nothing answers on it, and the file removed again on exit if it is still ours.
+// for the control socket; the admin socket is SOCK_STREAM, mode 0600) at a path whose directory is
+// checked (or created 0755), a stale socket file replaced only when nothing answers on it, and the
+// file removed again on exit if it is still ours.
 #pragma once
 
 #include <sys/socket.h>

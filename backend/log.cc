@@ -100,7 +100,8 @@ std::string LogfmtToJson(std::string_view line) {
           if (line[i] == '\\' && i + 1 < line.size()) {
             if (line[i + 1] == 'x' && i + 3 < line.size() && HexDigit(line[i + 2]) >= 0 &&
                 HexDigit(line[i + 3]) >= 0) {
-              value.push_back(static_cast<char>(HexDigit(line[i + 2]) * 16 + HexDigit(line[i + 3])));
+              value.push_back(
+                  static_cast<char>(HexDigit(line[i + 2]) * 16 + HexDigit(line[i + 3])));
               i += 4;
               continue;
             }

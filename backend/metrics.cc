@@ -61,12 +61,14 @@ absl::StatusOr<MetricsAddress> ParseMetricsAddress(std::string_view spec, bool a
     port_text = spec.substr(colon + 1);
   }
   uint32_t port = 0;
-  if (!absl::SimpleAtoi(absl::string_view(port_text.data(), port_text.size()), &port) || port > 65535) {
+  if (!absl::SimpleAtoi(absl::string_view(port_text.data(), port_text.size()), &port) ||
+      port > 65535) {
     return bad("the port is not a number in 0..65535");
   }
   MetricsAddress a;
   const std::string h(host);
-  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&a.addr); inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&a.addr);
+      inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(static_cast<uint16_t>(port));
     a.len = sizeof(sockaddr_in);
@@ -96,7 +98,8 @@ absl::StatusOr<UniqueFd> OpenMetricsListener(const MetricsAddress& addr, uint16_
   if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.addr), addr.len) != 0) {
     return ErrnoError(errno, fmt::format("bind metrics {}", addr.text));
   }
-  if (listen(fd.get(), 64) != 0) return ErrnoError(errno, fmt::format("listen metrics {}", addr.text));
+  if (listen(fd.get(), 64) != 0)
+    return ErrnoError(errno, fmt::format("listen metrics {}", addr.text));
   sockaddr_storage bound = {};
   socklen_t len = sizeof(bound);
   getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len);
@@ -155,7 +158,8 @@ std::string MetricsText(const AdminSources& src) {
   for (size_t r = 0; r < clients.rows.size(); ++r) {
     Sample(out, "xsockd_client_sockets", labels[r], num(clients.rows[r][c_sockets]));
   }
-  Family(out, "xsockd_client_bytes_total", "counter", "Bytes carried for one client, by direction.");
+  Family(out, "xsockd_client_bytes_total", "counter",
+         "Bytes carried for one client, by direction.");
   for (size_t r = 0; r < clients.rows.size(); ++r) {
     Sample(out, "xsockd_client_bytes_total", labels[r] + ",direction=\"to_host\"",
            num(clients.rows[r][c_to]));

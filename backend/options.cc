@@ -38,10 +38,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       if (i + 1 >= args.size()) return Bad(fmt::format("option '{}' needs a value", arg.name));
       return args[++i];
     };
-    const bool takes_value =
-        arg.name == "--socket" || arg.name == "--ring-order" || arg.name == "--log-level" ||
-        arg.name == "--transport" || arg.name == "--admin-socket" || arg.name == "--metrics" ||
-        arg.name == "--log-format";
+    const bool takes_value = arg.name == "--socket" || arg.name == "--ring-order" ||
+                             arg.name == "--log-level" || arg.name == "--transport" ||
+                             arg.name == "--admin-socket" || arg.name == "--metrics" ||
+                             arg.name == "--log-format";
     if (!takes_value && arg.value) {
       return Bad(fmt::format("option '{}' takes no value", arg.name));
     }

@@ -58,8 +58,8 @@ absl::Status Server::Init() {
   if (auto s = sockets_.Init(); !s.ok()) return s;
   if (auto s = resolver_.Init(); !s.ok()) return s;
   if (!options_.admin.socket_path.empty() || !options_.admin.metrics_address.empty()) {
-    auto admin = AdminServer::Create(options_.admin, &loop_,
-                                     AdminSources{&stats_, &sockets_, &clients_});
+    auto admin =
+        AdminServer::Create(options_.admin, &loop_, AdminSources{&stats_, &sockets_, &clients_});
     if (!admin.ok()) return admin.status();
     admin_ = std::move(*admin);
   }

@@ -140,8 +140,8 @@ std::string Ask(const std::string& path, const std::string& request, int timeout
     }
     if (err == ENOENT || err == ECONNREFUSED) {
       throw Failure{kExitUnreachable,
-                    fmt::format("xsockd is not running (no admin socket answers at {}: {})",
-                                path, ErrnoText(err))};
+                    fmt::format("xsockd is not running (no admin socket answers at {}: {})", path,
+                                ErrnoText(err))};
     }
     throw Failure{kExitUnreachable, fmt::format("cannot connect to {}: {}", path, ErrnoText(err))};
   }
@@ -179,9 +179,9 @@ std::string Ask(const std::string& path, const std::string& request, int timeout
     throw Failure{msg.rfind("permission denied", 0) == 0 ? kExitPermission : kExitRefused,
                   fmt::format("xsockd: {}", msg)};
   }
-  throw Failure{kExitUnreachable,
-                reply.empty() ? "xsockd closed the admin connection without answering"
-                              : "xsockd's answer is not an admin reply"};
+  throw Failure{kExitUnreachable, reply.empty()
+                                      ? "xsockd closed the admin connection without answering"
+                                      : "xsockd's answer is not an admin reply"};
 }
 
 std::vector<std::string> Split(const std::string& s, char sep) {

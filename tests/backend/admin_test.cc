@@ -3,11 +3,13 @@
 // half-sent or never finished (the loop keeps serving), and the exposition text checked
 // line by line against the stats.
 #include <arpa/inet.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -58,7 +60,7 @@ std::string ReadAll(int fd, int timeout_ms = kTimeoutMs) {
     pollfd p = {fd, POLLIN, 0};
     if (poll(&p, 1, left) <= 0) continue;
     char buf[65536];
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    const ssize_t n = read(fd, buf, sizeof(buf));  // sockets and pipes
     if (n <= 0) return out;
     out.append(buf, static_cast<size_t>(n));
   }
@@ -155,8 +157,51 @@ TEST_CASE("the admin socket is a 0600 stream socket beside the control socket",
   CHECK(st.st_uid == geteuid());
 }
 
-TEST_CASE("admin clients lists a control connection with its kernel identity",
+TEST_CASE("a peer that is neither root nor xsockd's user is refused even if the mode allows it",
           "[backend][admin]") {
+  // The file mode is the first gate; this is the second, for a mode someone loosened.
+  REQUIRE(geteuid() == 0);  // CI runs as root; the child drops to nobody
+  TestServer server(TestServer::Visibility{});
+  REQUIRE(chmod(server.admin_path().c_str(), 0666) == 0);
+  // The test's private directory (mkdtemp: 0700) must be searchable by the child.
+  const std::string run_dir = server.admin_path().substr(0, server.admin_path().rfind('/'));
+  REQUIRE(chmod(run_dir.substr(0, run_dir.rfind('/')).c_str(), 0711) == 0);
+  int out[2];
+  REQUIRE(pipe(out) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    close(out[0]);
+    if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0) {
+      _exit(2);
+    }
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    server.admin_path().copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(3);
+    (void)!send(fd, "stats\n", 6, MSG_NOSIGNAL);
+    char buf[512];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+      (void)!write(out[1], buf, static_cast<size_t>(n));
+    }
+    _exit(n == 0 ? 0 : 10 + errno % 100);
+  }
+  close(out[1]);
+  UniqueFd from_child(out[0]);
+  const std::string got = ReadAll(from_child.get());
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(got.rfind("error permission denied", 0) == 0);
+  // Root is still answered.
+  CHECK(Admin(server.admin_path(), "stats\n").rfind("ok\n", 0) == 0);
+}
+
+TEST_CASE("admin clients lists a control connection with its kernel identity", "[backend][admin]") {
   TestServer server(TestServer::Visibility{});
   Control ctl(server.path());
   ctl.Hello();
@@ -239,7 +284,8 @@ TEST_CASE("admin stats equal the control protocol's stats and add the lookup cou
   ctl.Hello();
   const proto::StatsReply st = ctl.Stats();
   std::map<std::string, std::string> v;
-  for (const auto& row : Rows(Admin(server.admin_path(), "stats\n"))) v[row.at("counter")] = row.at("value");
+  for (const auto& row : Rows(Admin(server.admin_path(), "stats\n")))
+    v[row.at("counter")] = row.at("value");
   CHECK(v.at("clients_now") == Str(st.clients_now));
   CHECK(v.at("clients_total") == Str(st.clients_total));
   CHECK(v.at("sockets_now") == Str(st.sockets_now));
@@ -252,8 +298,7 @@ TEST_CASE("admin stats equal the control protocol's stats and add the lookup cou
   CHECK(json.rfind("ok\n{\"clients_now\": 1, ", 0) == 0);
 }
 
-TEST_CASE("bad admin requests get an error line and the loop keeps serving",
-          "[backend][admin]") {
+TEST_CASE("bad admin requests get an error line and the loop keeps serving", "[backend][admin]") {
   TestServer server(TestServer::Visibility{true, false, 300});
   const std::string path = server.admin_path();
   Control ctl(server.path());
@@ -372,11 +417,11 @@ TEST_CASE("GET /metrics answers the exposition format with the stats' values",
   CHECK(m.count("xsockd_lookups_total{result=\"requested\"}") == 1);
   CHECK(m.at("xsockd_denials_total") == 0);
   // Per client, labelled with its identity.
-  const std::string labels =
-      fmt::format("{{client=\"1\",pid=\"{}\",uid=\"{}\",exe=\"{}\"}}", getpid(), getuid(), SelfExe());
+  const std::string labels = fmt::format("{{client=\"1\",pid=\"{}\",uid=\"{}\",exe=\"{}\"}}",
+                                         getpid(), getuid(), SelfExe());
   CHECK(m.at("xsockd_client_sockets" + labels) == 1);
-  CHECK(m.at("xsockd_client_bytes_total" +
-             labels.substr(0, labels.size() - 1) + ",direction=\"to_host\"}") == 4321);
+  CHECK(m.at("xsockd_client_bytes_total" + labels.substr(0, labels.size() - 1) +
+             ",direction=\"to_host\"}") == 4321);
 }
 
 TEST_CASE("the metrics endpoint answers 404, 405, 400 and 431, and survives half requests",
@@ -439,8 +484,10 @@ TEST_CASE("--metrics takes a port or a loopback address unless remote is allowed
   auto v6 = backend::ParseMetricsAddress("[::1]:9464", false);
   REQUIRE(v6.ok());
   CHECK(v6->text == "[::1]:9464");
-  CHECK(backend::ParseMetricsAddress("0.0.0.0:9464", false).status().message().find(
-            "not a loopback address") != std::string::npos);
+  CHECK(backend::ParseMetricsAddress("0.0.0.0:9464", false)
+            .status()
+            .message()
+            .find("not a loopback address") != std::string::npos);
   CHECK(backend::ParseMetricsAddress("0.0.0.0:9464", true).ok());
   CHECK_FALSE(backend::ParseMetricsAddress("[::]:9464", false).ok());
   CHECK_FALSE(backend::ParseMetricsAddress("localhost:9464", false).ok());
