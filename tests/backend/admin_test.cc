@@ -277,6 +277,45 @@ TEST_CASE("admin sockets shows a routed socket's addresses, bytes each way and r
   CHECK(after[0].at("from_host") == "3000");
 }
 
+TEST_CASE("admin sockets shows a routed listener and the connection it accepted",
+          "[backend][admin]") {
+  TestServer server(TestServer::Visibility{});
+  Control ctl(server.path());
+  ctl.Hello();
+  auto app = AppSocket::Create(ctl, AF_INET);
+  const auto bound =
+      ctl.CallAs<proto::BindReply>(proto::BindRequest{app->id(), LoopbackAddr(AF_INET, 0)});
+  REQUIRE(bound.err == 0);
+  std::vector<UniqueFd> fds;
+  const auto listened = ctl.CallAs<proto::ListenReply>(proto::ListenRequest{app->id(), 4}, &fds);
+  REQUIRE(listened.err == 0);
+  app->CloseChannel();  // the library drops the stream channel end after listen
+  UniqueFd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  const socklen_t len = proto::ToSockaddr(bound.addr, &ss);
+  REQUIRE(connect(client.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0);
+
+  std::vector<std::map<std::string, std::string>> rows;
+  REQUIRE(Eventually([&] {
+    rows = Rows(Admin(server.admin_path(), "sockets\n"));
+    return rows.size() == 2;
+  }));
+  const auto& l = rows[0];  // ordered by socket id: the listener came first
+  CHECK(l.at("socket") == Str(app->id()));
+  CHECK(l.at("kind") == "listener");
+  CHECK(l.at("state") == "listening");
+  CHECK(l.at("local") == proto::ToString(bound.addr));
+  CHECK(l.at("remote") == "-");
+  CHECK(l.at("in_fill") == "-");
+  CHECK(l.at("ring_size") == "-");
+  const auto& a = rows[1];
+  CHECK(a.at("kind") == "accepted");
+  CHECK(a.at("state") == "connected");
+  CHECK(a.at("client") == l.at("client"));
+  CHECK(a.at("local") == proto::ToString(bound.addr));
+  CHECK(a.at("remote") == PeerName(client.get(), false));
+}
+
 TEST_CASE("admin stats equal the control protocol's stats and add the lookup counters",
           "[backend][admin]") {
   TestServer server(TestServer::Visibility{});

@@ -161,8 +161,8 @@ timeout 10 "$XSOCKCTL" frobnicate >"$WORK/usage.out" 2>&1
 expect_status "xsockctl frobnicate" 2 $? "$WORK/usage.out"
 "$XSOCKCTL" --help | grep -q '^EXIT STATUS' || fail "xsockctl --help has no EXIT STATUS section"
 
-# ---- --admin-socket none ----
-"$XSOCKD" --socket "$WORK/b/xsockd.sock" --admin-socket none >"$WORK/b.log" 2>&1 &
+# ---- --admin-socket none, --log-format json ----
+"$XSOCKD" --socket "$WORK/b/xsockd.sock" --admin-socket none --log-format json >"$WORK/b.log" 2>&1 &
 b_pid=$!
 BACKGROUND_PIDS+=($b_pid)
 for ((i = 0; i < 100; i++)); do [[ -S $WORK/b/xsockd.sock ]] && break; sleep 0.05; done
@@ -170,6 +170,17 @@ for ((i = 0; i < 100; i++)); do [[ -S $WORK/b/xsockd.sock ]] && break; sleep 0.0
 [[ ! -e $WORK/b/xsockd-admin.sock ]] || fail "--admin-socket none still made an admin socket"
 XSOCK_SOCKET=$WORK/b/xsockd.sock timeout 10 "$XSOCKCTL" stats >"$WORK/b.out" 2>&1
 expect_status "xsockctl against --admin-socket none" 1 $? "$WORK/b.out"
+# A client of it (xsock-stats) makes a client_connect line: every line is one JSON object.
+timeout 10 "$XSOCK_STATS" --socket "$WORK/b/xsockd.sock" >/dev/null 2>&1 || fail "xsock-stats against the second xsockd failed"
+for ((i = 0; i < 100; i++)); do grep -q client_disconnect "$WORK/b.log" && break; sleep 0.05; done
+"$PYTHON3" - "$WORK/b.log" "$(readlink -f "$XSOCK_STATS")" <<'PY' || { show_file "json log" "$WORK/b.log"; fail "--log-format json lines are not what they should be"; }
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert all(isinstance(l, dict) and "ts" in l and "level" in l and "event" in l for l in lines), lines
+c = [l for l in lines if l["event"] == "client_connect"][0]
+assert isinstance(c["pid"], int) and c["uid"] == 0 and c["exe"] == sys.argv[2], c
+assert [l for l in lines if l["event"] == "listening"][0]["socket"].endswith("/b/xsockd.sock")
+PY
 
 exec 7>&-  # the client exits
 log "PASS"
