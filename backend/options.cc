@@ -187,8 +187,9 @@ OPTIONS
         keys (numbers unquoted).
     --admin-socket PATH|none
         The admin socket xsockctl(1) talks to (docs/xsockctl.md): AF_UNIX stream, mode
-        0600, answered only for root and xsockd's own user. Default: xsockd-admin.sock in
-        the control socket's directory ({}). none: no admin socket.
+        0600, answered only for root and xsockd's own user. Default: xsockd-admin.sock
+        in the control socket's directory ({}).
+        none: no admin socket.
     --metrics [ADDR:]PORT
         Serve Prometheus metrics (text format, HTTP/1.0 GET /metrics) on ADDR:PORT; ADDR
         is a numeric IPv4 address or [IPv6], 127.0.0.1 when only a port is given. A
