@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "backend/errors.h"
+#include "backend/host_stack.h"
 #include "backend/log.h"
 #include "backend/sockopt_policy.h"
 #include "backend/unix_diag.h"
@@ -42,6 +43,9 @@ const char* StateName(SocketState s) {
   return "unknown";
 }
 
+// The host side of every routed socket goes through the installed stack (host_stack.h).
+HostStack& Stack() { return CurrentHostStack(); }
+
 msghdr IovMessage(ring::Regions& r) {
   msghdr msg = {};
   msg.msg_iov = r.iov;
@@ -56,8 +60,9 @@ absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::Create(const Socke
                                                                      UniqueFd* app_end) {
   // The host socket exists from the start, so that options the app sets (and the library
   // replays) before bind, connect or listen all land on the socket those calls then use.
-  UniqueFd host(socket(params.domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
-  if (!host.valid()) return ErrnoError(errno, "socket");
+  const int fd = Stack().Socket(params.domain);
+  if (fd < 0) return ErrnoError(-fd, "socket");
+  UniqueFd host(fd);
   return CreateWith(params, env, std::move(host), app_end);
 }
 
@@ -179,7 +184,7 @@ int BackendSocket::Connect(const proto::SockAddr& addr) {
   dest_ = addr;
   sockaddr_storage ss;
   const socklen_t len = proto::ToSockaddr(addr, &ss);
-  int err = ::connect(host_.get(), reinterpret_cast<const sockaddr*>(&ss), len) == 0 ? 0 : errno;
+  int err = Stack().Connect(host_.get(), reinterpret_cast<const sockaddr*>(&ss), len);
   if (err == EINTR) err = EINPROGRESS;  // the connect goes on asynchronously
   if (err != 0 && err != EINPROGRESS) {
     env_.stats->connects_failed++;
@@ -219,7 +224,7 @@ int BackendSocket::Shutdown(int how) {
     // As the kernel: SHUT_WR alone does nothing to a listener; SHUT_RD stops it (the host
     // listener's queued connections are reset) and accept() then finds no more records.
     if (rd && host_.valid()) {
-      ::shutdown(host_.get(), SHUT_RD);
+      Stack().Shutdown(host_.get(), SHUT_RD);
       listener_->StopAccepting();
     }
     return 0;
@@ -228,7 +233,7 @@ int BackendSocket::Shutdown(int how) {
   Log(LogLevel::kDebug, "event=shutdown {} how={}", Who(), how);
   if (rd && !host_rd_shut_) {
     // Passed on even after EOF from the host: the host socket's own state follows the app's.
-    ::shutdown(host_.get(), SHUT_RD);
+    Stack().Shutdown(host_.get(), SHUT_RD);
     host_rd_shut_ = true;
   }
   if (rd && !in_done_) FinishIn(kRingEof);
@@ -239,10 +244,14 @@ int BackendSocket::Shutdown(int how) {
 
 namespace {
 // getsockname() or getpeername() of a host socket, as a wire address.
-int HostName(int fd, int (*call)(int, sockaddr*, socklen_t*), proto::SockAddr* addr) {
+int HostName(int fd, bool peer, proto::SockAddr* addr) {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  if (call(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return errno;
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if (const int err = peer ? Stack().GetPeerName(fd, sa, &len) : Stack().GetSockName(fd, sa, &len);
+      err != 0) {
+    return err;
+  }
   auto a = proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
   if (!a.ok()) return EAFNOSUPPORT;
   *addr = *a;
@@ -256,13 +265,13 @@ int BackendSocket::Bind(const proto::SockAddr& addr, proto::SockAddr* bound) {
   if (state_ != SocketState::kIdle || !host_.valid() || app_gone_) return EINVAL;
   sockaddr_storage ss;
   const socklen_t len = proto::ToSockaddr(addr, &ss);
-  if (::bind(host_.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
-    const int err = errno;
+  if (const int err = Stack().Bind(host_.get(), reinterpret_cast<const sockaddr*>(&ss), len);
+      err != 0) {
     Log(LogLevel::kInfo, "event=bind_failed {} addr={} errno={}", Who(), proto::ToString(addr),
         ErrnoName(err));
     return err;
   }
-  const int err = HostName(host_.get(), ::getsockname, bound);
+  const int err = HostName(host_.get(), false, bound);
   Log(LogLevel::kInfo, "event=bind {} addr={} bound={}", Who(), proto::ToString(addr),
       err == 0 ? proto::ToString(*bound) : ErrnoName(err));
   return err;
@@ -272,8 +281,7 @@ int BackendSocket::Listen(int backlog, UniqueFd* app_end) {
   if (state_ != SocketState::kIdle || !host_.valid() || app_gone_) return EINVAL;
   if (env_.factory == nullptr) return EOPNOTSUPP;
   // An unbound socket is autobound by the kernel's listen(), as a kernel socket would be.
-  if (::listen(host_.get(), backlog) != 0) {
-    const int err = errno;
+  if (const int err = Stack().Listen(host_.get(), backlog); err != 0) {
     Log(LogLevel::kInfo, "event=listen_failed {} backlog={} errno={}", Who(), backlog,
         ErrnoName(err));
     return err;
@@ -297,7 +305,7 @@ int BackendSocket::Listen(int backlog, UniqueFd* app_end) {
   mem_.reset();
   channel_dirty_ = false;
   proto::SockAddr local;
-  const int named = HostName(host_.get(), ::getsockname, &local);
+  const int named = HostName(host_.get(), false, &local);
   Log(LogLevel::kInfo, "event=listen {} addr={} backlog={} queued_max={}", Who(),
       named == 0 ? proto::ToString(local) : ErrnoName(named), backlog, QueuedAcceptsFor(backlog));
   *app_end = std::move(app);
@@ -306,12 +314,12 @@ int BackendSocket::Listen(int backlog, UniqueFd* app_end) {
 
 int BackendSocket::GetSockName(proto::SockAddr* addr) const {
   if (!host_.valid()) return ENOTCONN;
-  return HostName(host_.get(), ::getsockname, addr);
+  return HostName(host_.get(), false, addr);
 }
 
 int BackendSocket::GetPeerName(proto::SockAddr* addr) const {
   if (!host_.valid()) return ENOTCONN;
-  return HostName(host_.get(), ::getpeername, addr);
+  return HostName(host_.get(), true, addr);
 }
 
 int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> value) {
@@ -328,16 +336,20 @@ int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> v
     // bytes dropped) is applied to the host socket as is, and the close skips the flush.
     struct linger applied = l;
     if (l.l_onoff != 0 && l.l_linger > 0) applied = {0, 0};
-    if (setsockopt(host_.get(), level, optname, &applied, sizeof(applied)) != 0) return errno;
+    if (const int err = Stack().SetSockOpt(host_.get(), level, optname, &applied, sizeof(applied));
+        err != 0) {
+      return err;
+    }
     // As the kernel: turning lingering off keeps the time set before (getsockopt shows it).
     linger_.l_onoff = l.l_onoff;
     if (l.l_onoff != 0) linger_.l_linger = l.l_linger;
     linger_recorded_ = true;
     return 0;
   }
-  if (setsockopt(host_.get(), level, optname, value.data(), static_cast<socklen_t>(value.size())) !=
-      0) {
-    return errno;
+  if (const int err = Stack().SetSockOpt(host_.get(), level, optname, value.data(),
+                                         static_cast<socklen_t>(value.size()));
+      err != 0) {
+    return err;
   }
   if (level == SOL_SOCKET && optname == SO_RCVLOWAT) {
     // xsockd must keep pulling whatever arrives (the library applies the mark to what `in`
@@ -345,9 +357,9 @@ int BackendSocket::SetSockOpt(int level, int optname, std::span<const uint8_t> v
     // app's (capped, 0 -> 1) is read back first and reported by getsockopt.
     int lowat = 1;
     socklen_t len = sizeof(lowat);
-    if (getsockopt(host_.get(), level, optname, &lowat, &len) == 0) rcvlowat_ = lowat;
+    if (Stack().GetSockOpt(host_.get(), level, optname, &lowat, &len) == 0) rcvlowat_ = lowat;
     const int one = 1;
-    setsockopt(host_.get(), level, optname, &one, sizeof(one));
+    Stack().SetSockOpt(host_.get(), level, optname, &one, sizeof(one));
   }
   return 0;
 }
@@ -370,7 +382,9 @@ int BackendSocket::GetSockOpt(int level, int optname, uint32_t optlen,
   }
   uint8_t buf[proto::kMaxOptLen];
   socklen_t len = optlen;
-  if (getsockopt(host_.get(), level, optname, buf, &len) != 0) return errno;
+  if (const int err = Stack().GetSockOpt(host_.get(), level, optname, buf, &len); err != 0) {
+    return err;
+  }
   value->assign(buf, buf + std::min<size_t>(len, optlen));
   return 0;
 }
@@ -409,7 +423,9 @@ void BackendSocket::OnHostEvent(uint32_t events) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(host_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (const int e = Stack().GetSockOpt(host_.get(), SOL_SOCKET, SO_ERROR, &err, &len); e != 0) {
+      err = e;
+    }
     if (err == 0 && (events & EPOLLERR)) err = ECONNABORTED;
     if (err == 0) {
       Connected();
@@ -435,7 +451,9 @@ void BackendSocket::CheckErrorAfterEof(uint32_t events) {
   if (out_dead_ || state_ != SocketState::kConnected || !host_.valid()) return;
   int err = 0;
   socklen_t len = sizeof(err);
-  if (getsockopt(host_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (const int e = Stack().GetSockOpt(host_.get(), SOL_SOCKET, SO_ERROR, &err, &len); e != 0) {
+    err = e;
+  }
   // HUP after our own SHUT_WR is the ordinary end of both directions; without it (or with
   // ERR) the connection was reset. The kernel reports EPIPE for a reset in CLOSE_WAIT.
   if (err == 0 && ((events & EPOLLERR) || !host_wr_shut_)) err = EPIPE;
@@ -487,7 +505,7 @@ void BackendSocket::StartAccepted() {
   accepted_ = true;
   SetState(SocketState::kConnected);
   dest_ = proto::SockAddr{};
-  (void)HostName(host_.get(), ::getpeername, &dest_);
+  (void)HostName(host_.get(), true, &dest_);
   if (auto s = env_.loop->Add(host_.get(), kHostEvents, Token{Source::kHost, params_.id});
       !s.ok()) {
     HostError(ErrnoOf(s, ENOMEM), "epoll_ctl");
@@ -554,7 +572,7 @@ void BackendSocket::ResetCorrupt(const char* ring) {
   if (host_.valid()) {
     // Linger 0: close() sends RST, so the peer learns that the stream is broken.
     const struct linger abort = {1, 0};
-    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    Stack().SetSockOpt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
     StopWatchingHost();
     host_.reset();
   }
@@ -741,7 +759,12 @@ void BackendSocket::PumpIn() {
       continue;
     }
     if (n == 0) {
-      HostEof();  // in_error after the data just committed, then the token
+      // A stack that learns of resets out of band (the Xen front) reports them here.
+      if (const int err = Stack().EofError(host_.get()); err != 0) {
+        HostError(err, "recv");
+      } else {
+        HostEof();  // in_error after the data just committed, then the token
+      }
       return;
     }
     if (errno == EINTR) continue;
@@ -828,7 +851,7 @@ void BackendSocket::MaybeShutdownHostWrite() {
     const auto fill = OutFill();
     if (!fill || *fill > 0) return;  // flush `out` first
   }
-  ::shutdown(host_.get(), SHUT_WR);
+  Stack().Shutdown(host_.get(), SHUT_WR);
   host_wr_shut_ = true;
   shut_wr_pending_ = false;
   Log(LogLevel::kDebug, "event=host_shut_wr {} to_host={}", Who(), bytes_to_host_);
@@ -927,13 +950,13 @@ void BackendSocket::MaybeFinish() {
   } else if (NeverAccepted()) {
     // Dropped from a closing listener's queue: the kernel resets such connections.
     const struct linger abort = {1, 0};
-    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    Stack().SetSockOpt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
     how = "never_accepted";
   } else if (unread_on_close_) {
     // The app closed with received bytes unread: the kernel resets the connection (and
     // drops what is unsent) instead of closing it gracefully.
     const struct linger abort = {1, 0};
-    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    Stack().SetSockOpt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
     how = "unread_data";
   } else if (state_ == SocketState::kConnected && !rings_corrupt_ && !out_dead_ && !host_wr_shut_) {
     const auto fill = OutFill();
@@ -970,7 +993,7 @@ bool BackendSocket::LingerExpired() {
   // (it would otherwise wait for bytes that never come), as the kernel resets an orphan.
   if (host_.valid()) {
     const struct linger abort = {1, 0};
-    setsockopt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+    Stack().SetSockOpt(host_.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
   }
   return true;
 }

@@ -13,6 +13,7 @@
 
 #include "backend/backend_socket.h"
 #include "backend/errors.h"
+#include "backend/host_stack.h"
 #include "backend/log.h"
 #include "shared/unix_io.h"
 
@@ -23,10 +24,13 @@ namespace {
 // loop; the host listener is level-triggered, so the rest raise the next event.
 constexpr int kMaxAcceptsPerEvent = 16;
 
-proto::SockAddr NameOf(int fd, int (*call)(int, sockaddr*, socklen_t*)) {
+// The accepted connection's names, from the stack that accepted it (host_stack.h).
+proto::SockAddr NameOf(int fd, bool peer) {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  if (call(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  HostStack& stack = CurrentHostStack();
+  if ((peer ? stack.GetPeerName(fd, sa, &len) : stack.GetSockName(fd, sa, &len)) != 0) return {};
   auto a = proto::FromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
   return a.ok() ? *a : proto::SockAddr{};
 }
@@ -190,9 +194,10 @@ void HostListener::AcceptSome() {
 }
 
 bool HostListener::AcceptOne() {
-  UniqueFd conn(accept4(host_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  const int fd = CurrentHostStack().Accept(host_fd_);
+  UniqueFd conn(fd >= 0 ? fd : -1);
   if (!conn.valid()) {
-    const int err = errno;
+    const int err = -fd;
     switch (err) {
       case EAGAIN:
         return false;
@@ -221,8 +226,8 @@ bool HostListener::AcceptOne() {
   }
   Pending p;
   proto::AcceptRecord record;
-  record.local = NameOf(conn.get(), ::getsockname);
-  record.peer = NameOf(conn.get(), ::getpeername);
+  record.local = NameOf(conn.get(), false);
+  record.peer = NameOf(conn.get(), true);
   if (record.local.family == 0 || record.peer.family == 0) return true;  // already reset
   auto created = factory_->CreateAccepted(*socket_, std::move(conn), &p.channel);
   if (!created.ok()) {
