@@ -305,6 +305,7 @@ absl::Status AdminServer::Init() {
 void AdminServer::Close() {
   for (auto& [id, c] : conns_) loop_->Remove(c.fd.get());
   conns_.clear();
+  open_.store(0, std::memory_order_relaxed);
   if (metrics_.valid()) {
     loop_->Remove(metrics_.get());
     metrics_.reset();
@@ -370,6 +371,7 @@ void AdminServer::Accept(Kind kind, int listen_fd) {
       continue;
     }
     conns_.emplace(id, std::move(c));
+    open_.store(conns_.size(), std::memory_order_relaxed);
     ArmTimer();
   }
 }
@@ -465,6 +467,7 @@ void AdminServer::CloseConn(uint64_t id) {
   if (it == conns_.end()) return;
   loop_->Remove(it->second.fd.get());
   conns_.erase(it);
+  open_.store(conns_.size(), std::memory_order_relaxed);
 }
 
 void AdminServer::OnTimer() {

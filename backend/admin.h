@@ -10,6 +10,7 @@
 // accepted and closed at once). None of them can hold the loop.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -100,7 +101,8 @@ class AdminServer {
   std::string admin_path() const { return admin_ ? admin_->path() : ""; }
   // The metrics endpoint's bound port (0 if disabled); useful with port 0.
   uint16_t metrics_port() const { return metrics_port_; }
-  size_t connections() const { return conns_.size(); }
+  // Open admin and metrics connections; safe to read from any thread (tests).
+  size_t connections() const { return open_.load(std::memory_order_relaxed); }
 
  private:
   enum class Kind { kAdmin, kMetrics };
@@ -139,6 +141,7 @@ class AdminServer {
   UniqueFd timer_;
   bool timer_armed_ = false;
   absl::flat_hash_map<uint64_t, Conn> conns_;
+  std::atomic<size_t> open_{0};  // conns_.size(), for connections()
   uint64_t next_id_ = kFirstConnId;
   static constexpr uint64_t kAdminListenerId = 0;
   static constexpr uint64_t kMetricsListenerId = 1;

@@ -52,6 +52,8 @@ class Server {
   std::string admin_path() const { return admin_ ? admin_->admin_path() : ""; }
   // 0 when disabled.
   uint16_t metrics_port() const { return admin_ ? admin_->metrics_port() : 0; }
+  // Open admin and metrics connections (any thread; for tests).
+  size_t admin_connections() const { return admin_ ? admin_->connections() : 0; }
 
  private:
   Server(const ServerOptions& options, EventLoop loop, Listener listener);

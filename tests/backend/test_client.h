@@ -75,6 +75,7 @@ class TestServer {
   const std::string& path() const { return path_; }
   std::string admin_path() const { return server_->admin_path(); }
   uint16_t metrics_port() const { return server_->metrics_port(); }
+  size_t admin_connections() const { return server_->admin_connections(); }
 
  private:
   TempDir dir_;
