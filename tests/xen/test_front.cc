@@ -28,8 +28,9 @@ std::map<FrontRing*, DataPages> g_pages;
 
 }  // namespace
 
-TestFront::TestFront(const backend::xen::XenApi& api, uint32_t domid, uint32_t backend_domid)
-    : api_(api), domid_(domid), backend_domid_(backend_domid) {
+TestFront::TestFront(const backend::xen::XenApi& api, uint32_t domid, uint32_t backend_domid,
+                     bool play_toolstack)
+    : api_(api), domid_(domid), backend_domid_(backend_domid), play_toolstack_(play_toolstack) {
   xen_double::ScopedDomain as(domid);
   gs_ = api_.gntshr_open(nullptr, 0);
   evt_ = api_.evtchn_open(nullptr, 0);
@@ -48,16 +49,24 @@ TestFront::~TestFront() {
   if (gs_ != nullptr) api_.gntshr_close(gs_);
 }
 
-std::string TestFront::BackendState() const {
-  return xen_double::StoreRead(back_path_ + "/state").value_or("");
+std::optional<std::string> TestFront::ReadNode(const std::string& path) const {
+  if (play_toolstack_) return xen_double::StoreRead(path);
+  unsigned int len = 0;
+  char* v = static_cast<char*>(api_.xs_read(xs_, XBT_NULL, path.c_str(), &len));
+  if (v == nullptr) return std::nullopt;
+  std::string out(v, len);
+  std::free(v);
+  return out;
 }
+
+std::string TestFront::BackendState() const { return ReadNode(back_path_ + "/state").value_or(""); }
 
 bool TestFront::WaitBackendState(int state, std::chrono::milliseconds timeout) const {
   const auto deadline = Clock::now() + timeout;
   const std::string want = std::to_string(state);
   while (Clock::now() < deadline) {
     if (BackendState() == want) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(play_toolstack_ ? 1 : 20));
   }
   return false;
 }
@@ -65,15 +74,17 @@ bool TestFront::WaitBackendState(int state, std::chrono::milliseconds timeout) c
 bool TestFront::Connect() {
   if (gs_ == nullptr || evt_ == nullptr || xs_ == nullptr) return false;
   // The toolstack's part: both directories, Initialising.
-  xen_double::StoreWrite(front_path_ + "/backend", back_path_);
-  xen_double::StoreWrite(front_path_ + "/backend-id", std::to_string(backend_domid_));
-  xen_double::StoreWrite(front_path_ + "/state", "1");
-  xen_double::StoreWrite(back_path_ + "/frontend-id", std::to_string(domid_));
-  xen_double::StoreWrite(back_path_ + "/state", "1");
-  xen_double::StoreWrite(back_path_ + "/frontend", front_path_);
+  if (play_toolstack_) {
+    xen_double::StoreWrite(front_path_ + "/backend", back_path_);
+    xen_double::StoreWrite(front_path_ + "/backend-id", std::to_string(backend_domid_));
+    xen_double::StoreWrite(front_path_ + "/state", "1");
+    xen_double::StoreWrite(back_path_ + "/frontend-id", std::to_string(domid_));
+    xen_double::StoreWrite(back_path_ + "/state", "1");
+    xen_double::StoreWrite(back_path_ + "/frontend", front_path_);
+  }
   if (!WaitBackendState(2)) return false;
-  const auto versions = xen_double::StoreRead(back_path_ + "/versions");
-  const auto order = xen_double::StoreRead(back_path_ + "/max-page-order");
+  const auto versions = ReadNode(back_path_ + "/versions");
+  const auto order = ReadNode(back_path_ + "/max-page-order");
   if (!versions || *versions != "1" || !order) return false;
   max_page_order_ = pvcalls::ParseXsUint(*order).value_or(0);
   // Our part: the command ring and its event channel.
@@ -132,8 +143,7 @@ void TestFront::Collect() {
     const uint32_t prod = LoadAcquire(&sring_->rsp_prod);
     while (rsp_cons_ != prod) {
       pvcalls::Response rsp;
-      std::memcpy(&rsp,
-                  slots + (rsp_cons_ & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
+      std::memcpy(&rsp, slots + (rsp_cons_ & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
                   sizeof(rsp));
       responses_[rsp.req_id] = rsp;
       ++rsp_cons_;
@@ -189,8 +199,8 @@ FrontRing* TestFront::NewRing(uint64_t id, uint32_t order) {
   const uint32_t pages = 1u << order;
   void* indexes = api_.gntshr_share_pages(gs_, backend_domid_, 1, &ring->indexes_ref, 1);
   std::vector<uint32_t> refs(pages);
-  void* data = api_.gntshr_share_pages(gs_, backend_domid_, static_cast<int>(pages),
-                                       refs.data(), 1);
+  void* data =
+      api_.gntshr_share_pages(gs_, backend_domid_, static_cast<int>(pages), refs.data(), 1);
   const int port = api_.evtchn_bind_unbound_port(evt_, backend_domid_);
   if (indexes == nullptr || data == nullptr || port < 0) return nullptr;
   std::memset(indexes, 0, pvcalls::kPageSize);

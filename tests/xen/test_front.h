@@ -35,7 +35,10 @@ struct FrontRing {
 
 class TestFront {
  public:
-  TestFront(const backend::xen::XenApi& api, uint32_t domid, uint32_t backend_domid = 0);
+  // play_toolstack: write the toolstack's XenStore nodes into the double (tests); false on
+  // real Xen, where xl wrote them and the frontend reads through its own xs handle.
+  TestFront(const backend::xen::XenApi& api, uint32_t domid, uint32_t backend_domid = 0,
+            bool play_toolstack = true);
   ~TestFront();
   TestFront(const TestFront&) = delete;
   TestFront& operator=(const TestFront&) = delete;
@@ -49,16 +52,14 @@ class TestFront {
 
   // Commands. Send returns the req_id; Wait waits for its response.
   uint32_t Send(pvcalls::Request r);
-  std::optional<pvcalls::Response> Wait(uint32_t req_id,
-                                        std::chrono::milliseconds timeout = kWait);
+  std::optional<pvcalls::Response> Wait(uint32_t req_id, std::chrono::milliseconds timeout = kWait);
   std::optional<pvcalls::Response> Call(const pvcalls::Request& r,
                                         std::chrono::milliseconds timeout = kWait) {
     return Wait(Send(r), timeout);
   }
   int32_t Socket(uint64_t id);
   // Shares a data ring of `order` and connects; the ring is kept under `id`.
-  int32_t ConnectTo(uint64_t id, uint16_t port, uint32_t order = 4,
-                    uint32_t addr_be = 0x0100007f);
+  int32_t ConnectTo(uint64_t id, uint16_t port, uint32_t order = 4, uint32_t addr_be = 0x0100007f);
   int32_t Bind(uint64_t id, uint16_t port, uint32_t addr_be = 0x0100007f);
   int32_t Listen(uint64_t id, uint32_t backlog = 16);
   // Sends accept with a freshly shared ring for id_new; returns the req_id.
@@ -82,10 +83,12 @@ class TestFront {
   FrontRing* NewRing(uint64_t id, uint32_t order);
   void FreeRing(uint64_t id);
   void Collect();
+  std::optional<std::string> ReadNode(const std::string& path) const;
 
   backend::xen::XenApi api_;
   uint32_t domid_;
   uint32_t backend_domid_;
+  bool play_toolstack_;
   std::string front_path_;
   std::string back_path_;
   xengntshr_handle* gs_ = nullptr;
