@@ -10,6 +10,7 @@
 #include <map>
 
 #include "absl/strings/numbers.h"
+#include "backend/backend_socket.h"
 #include "backend/errors.h"
 #include "backend/log.h"
 #include "backend/metrics.h"
@@ -33,24 +34,6 @@ std::string Iso8601(std::chrono::system_clock::time_point t) {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-const char* StateText(SocketState s) {
-  switch (s) {
-    case SocketState::kIdle:
-      return "idle";
-    case SocketState::kConnecting:
-      return "connecting";
-    case SocketState::kConnected:
-      return "connected";
-    case SocketState::kFailed:
-      return "failed";
-    case SocketState::kClosed:
-      return "closed";
-    case SocketState::kListening:
-      return "listening";
-  }
-  return "unknown";
 }
 
 std::string AddrText(int err, const proto::SockAddr& a) {
@@ -155,7 +138,7 @@ Table SocketsTable(const AdminSources& src, std::optional<uint64_t> client) {
     };
     t.rows.push_back({Num(s->params().client_id), Num(id),
                       Str(listening ? "listener" : (s->accepted() ? "accepted" : "stream")),
-                      Str(StateText(s->state())), Str(AddrText(lerr, local)),
+                      Str(SocketStateName(s->state())), Str(AddrText(lerr, local)),
                       Str(listening ? "-" : AddrText(rerr, remote)), Num(s->bytes_to_host()),
                       Num(s->bytes_from_host()), fill(f.in), fill(f.out),
                       f.present ? Num(f.size) : Str("-"), Seconds(now - s->created())});

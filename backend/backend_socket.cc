@@ -25,7 +25,19 @@ constexpr uint32_t kHostEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 // channel cannot hold the loop; the rest is drained on the next pass (held() covers it).
 constexpr int kMaxDrainChunks = 256;
 
-const char* StateName(SocketState s) {
+// The host side of every routed socket goes through the installed stack (host_stack.h).
+HostStack& Stack() { return CurrentHostStack(); }
+
+msghdr IovMessage(ring::Regions& r) {
+  msghdr msg = {};
+  msg.msg_iov = r.iov;
+  msg.msg_iovlen = static_cast<size_t>(r.count);
+  return msg;
+}
+
+}  // namespace
+
+const char* SocketStateName(SocketState s) {
   switch (s) {
     case SocketState::kIdle:
       return "idle";
@@ -42,18 +54,6 @@ const char* StateName(SocketState s) {
   }
   return "unknown";
 }
-
-// The host side of every routed socket goes through the installed stack (host_stack.h).
-HostStack& Stack() { return CurrentHostStack(); }
-
-msghdr IovMessage(ring::Regions& r) {
-  msghdr msg = {};
-  msg.msg_iov = r.iov;
-  msg.msg_iovlen = static_cast<size_t>(r.count);
-  return msg;
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<BackendSocket>> BackendSocket::Create(const SocketParams& params,
                                                                      SocketEnv env,
@@ -967,7 +967,7 @@ void BackendSocket::MaybeFinish() {
   }
   Log(LogLevel::kInfo,
       "event=socket_closed {} reason=app_closed state={} close={} to_host={} from_host={}", Who(),
-      StateName(state_), how, bytes_to_host_, bytes_from_host_);
+      SocketStateName(state_), how, bytes_to_host_, bytes_from_host_);
   CloseHost();
   finished_ = true;
 }

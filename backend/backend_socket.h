@@ -48,6 +48,10 @@ struct SocketParams {
   uint32_t ring_order = kDefaultRingOrder;
 };
 
+// "idle", "connecting", "connected", "failed", "closed", "listening": for logs and
+// listings.
+const char* SocketStateName(SocketState s);
+
 class BackendSocket {
  public:
   // Makes the host socket, the channel pair and the shared memory, and registers

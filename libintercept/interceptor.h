@@ -12,9 +12,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <string>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -22,8 +22,8 @@
 #include "libintercept/epoll_shadow.h"
 #include "libintercept/fd_table.h"
 #include "libintercept/front_socket.h"
-#include "libintercept/result.h"
 #include "libintercept/policy.h"
+#include "libintercept/result.h"
 #include "libintercept/route.h"
 #include "shared/syscalls.h"
 

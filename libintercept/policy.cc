@@ -145,11 +145,10 @@ std::unique_ptr<RoutingPolicy> RoutingPolicy::Load(const PolicySource& src, cons
   if (!log_from_env) p->log_level_ = p->settings_.log_level;
   p->profile_ = choice.profile;
   if (p->profile_ != nullptr) {
-    p->has_host_rules_ = config::HasHostRules(*p->profile_);
     p->has_bind_mapping_ = std::any_of(
         p->profile_->incoming.begin(), p->profile_->incoming.end(),
         [](const config::IncomingRule& r) { return r.host_port != 0 || r.host_address; });
-    if (p->has_host_rules_) p->names_ = &ResolvedNames();
+    if (config::HasHostRules(*p->profile_)) p->names_ = &ResolvedNames();
   }
   p->origin_ = DescribeChoice(choice);
   p->mode_ = choice.profile != nullptr ? Mode::kProfile : Mode::kNone;
@@ -176,7 +175,7 @@ config::Decision RoutingPolicy::DecideByProfile(const sockaddr* sa, socklen_t le
   if (!dest) return {};
   // Names matter only to a profile with host rules, and only for addresses this process
   // resolved through xsockd; otherwise no lock is taken.
-  if (!has_host_rules_ || names_ == nullptr || names_->empty()) {
+  if (names_ == nullptr || names_->empty()) {
     return config::DecideConnect(*profile_, *dest);
   }
   const std::vector<std::string> names = names_->NamesOf(*dest);

@@ -82,7 +82,8 @@ class RoutingPolicy {
   // "profile 'web' (chosen by app pattern 'nginx')", "XSOCK_ROUTE", ...
   const std::string& origin() const { return origin_; }
   // Where the names of resolved addresses come from, for host rules (Load sets the
-  // process's ResolvedNames(); tests give their own, nullptr: none).
+  // process's ResolvedNames() for a profile with host rules, else nullptr: names are
+  // never looked up; tests give their own).
   void set_names(const NameMemory* names) { names_ = names; }
   // The address the application sees for a local address xsockd reports on a routed
   // listener or accepted connection: the inverse of the profile's bind mapping
@@ -104,7 +105,6 @@ class RoutingPolicy {
   RouteTable routes_;
   std::optional<config::Config> config_;
   const config::Profile* profile_ = nullptr;
-  bool has_host_rules_ = false;
   bool has_bind_mapping_ = false;
   const NameMemory* names_ = nullptr;
   config::Settings settings_;

@@ -86,8 +86,8 @@ void RememberNames(std::string_view asked, const proto::HostEntReply& reply) {
       sockaddr_in6 s6 = {};
       s6.sin6_family = AF_INET6;
       std::memcpy(&s6.sin6_addr, a.data(), 16);
-      if (auto n = config::EndpointFromSockaddr(reinterpret_cast<const sockaddr*>(&s6),
-                                                sizeof(s6))) {
+      if (auto n =
+              config::EndpointFromSockaddr(reinterpret_cast<const sockaddr*>(&s6), sizeof(s6))) {
         ep = *n;
       }
     }

@@ -38,9 +38,7 @@ std::string_view Basename(std::string_view path) {
   return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
-std::string Where(const Config& c, SourcePos pos) {
-  return text::Cat(c.file, ":", pos.line);
-}
+std::string Where(const Config& c, SourcePos pos) { return text::Cat(c.file, ":", pos.line); }
 
 }  // namespace
 
@@ -150,9 +148,9 @@ std::optional<Endpoint> ParseEndpoint(std::string_view s, bool need_port) {
     return e;
   }
   uint32_t p = 0;
-  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) {
-        return c >= '0' && c <= '9';
-      }) || !absl::SimpleAtoi(std::string(port), &p) || p > 65535) {
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      !absl::SimpleAtoi(std::string(port), &p) || p > 65535) {
     return std::nullopt;
   }
   e.port = static_cast<uint16_t>(p);
@@ -226,46 +224,39 @@ ProfileChoice SelectProfile(const Config& config, const AppIdentity& app, std::s
   return c;
 }
 
+namespace {
+
+bool AddressMatches(const OutgoingRule& r, const Endpoint& dest) {
+  return r.to.empty() || std::any_of(r.to.begin(), r.to.end(),
+                                     [&](const Cidr& c) { return CidrContains(c, dest); });
+}
+
+// One of a host rule's globs matches `name` (case-insensitively, a final dot ignored).
+bool NameMatches(const OutgoingRule& r, std::string_view name) {
+  if (name.size() > 1 && name.back() == '.') name.remove_suffix(1);
+  return std::any_of(r.hosts.begin(), r.hosts.end(),
+                     [&](const std::string& g) { return Fnmatch(g.c_str(), name, FNM_CASEFOLD); });
+}
+
+}  // namespace
+
 Decision DecideConnect(const Profile& p, const Endpoint& dest) {
-  for (size_t i = 0; i < p.outgoing.size(); ++i) {
-    const OutgoingRule& r = p.outgoing[i];
-    if (!r.hosts.empty() || !PortInRange(r.port, dest.port)) continue;
-    if (!r.to.empty() && std::none_of(r.to.begin(), r.to.end(), [&](const Cidr& c) {
-          return CidrContains(c, dest);
-        })) {
-      continue;
-    }
-    return {r.action, static_cast<int>(i + 1), &r};
-  }
-  return {p.outgoing_default, 0, nullptr};
+  static const std::vector<std::string> kNoNames;
+  return DecideConnect(p, dest, kNoNames);
 }
 
 Decision DecideConnect(const Profile& p, const Endpoint& dest,
                        const std::vector<std::string>& names, const std::string** named) {
-  if (names.empty()) return DecideConnect(p, dest);
   for (size_t i = 0; i < p.outgoing.size(); ++i) {
     const OutgoingRule& r = p.outgoing[i];
     if (!PortInRange(r.port, dest.port)) continue;
-    if (!r.hosts.empty()) {
-      const std::string* hit = nullptr;
-      for (const std::string& n : names) {
-        std::string_view name = n;
-        if (name.size() > 1 && name.back() == '.') name.remove_suffix(1);
-        if (std::any_of(r.hosts.begin(), r.hosts.end(), [&](const std::string& g) {
-              return Fnmatch(g.c_str(), name, FNM_CASEFOLD);
-            })) {
-          hit = &n;
-          break;
-        }
-      }
-      if (hit == nullptr) continue;
-      if (named != nullptr) *named = hit;
-      return {r.action, static_cast<int>(i + 1), &r};
-    }
-    if (!r.to.empty() && std::none_of(r.to.begin(), r.to.end(), [&](const Cidr& c) {
-          return CidrContains(c, dest);
-        })) {
-      continue;
+    if (r.hosts.empty()) {
+      if (!AddressMatches(r, dest)) continue;
+    } else {
+      const auto hit = std::find_if(names.begin(), names.end(),
+                                    [&](const std::string& n) { return NameMatches(r, n); });
+      if (hit == names.end()) continue;
+      if (named != nullptr) *named = &*hit;
     }
     return {r.action, static_cast<int>(i + 1), &r};
   }
@@ -284,16 +275,11 @@ Decision DecideConnect(const Profile& p, const sockaddr* sa, socklen_t len) {
 }
 
 Decision DecideHost(const Profile& p, std::string_view host, uint16_t port) {
-  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
   for (size_t i = 0; i < p.outgoing.size(); ++i) {
     const OutgoingRule& r = p.outgoing[i];
     if (!r.to.empty()) continue;
     if (!r.port.any() && (port == 0 || !PortInRange(r.port, port))) continue;
-    if (!r.hosts.empty() && std::none_of(r.hosts.begin(), r.hosts.end(), [&](const std::string& g) {
-          return Fnmatch(g.c_str(), host, FNM_CASEFOLD);
-        })) {
-      continue;
-    }
+    if (!r.hosts.empty() && !NameMatches(r, host)) continue;
     return {r.action, static_cast<int>(i + 1), &r};
   }
   return {p.outgoing_default, 0, nullptr};
@@ -305,9 +291,8 @@ BindDecision DecideBind(const Profile& p, const Endpoint& local) {
   for (size_t i = 0; i < p.incoming.size(); ++i) {
     const IncomingRule& r = p.incoming[i];
     if (!PortInRange(r.port, local.port)) continue;
-    if (!r.address.empty() && std::none_of(r.address.begin(), r.address.end(), [&](const Cidr& c) {
-          return CidrContains(c, local);
-        })) {
+    if (!r.address.empty() && std::none_of(r.address.begin(), r.address.end(),
+                                           [&](const Cidr& c) { return CidrContains(c, local); })) {
       continue;
     }
     d.action = r.action;
@@ -329,8 +314,7 @@ BindDecision DecideBind(const Profile& p, const Endpoint& local) {
   return d;
 }
 
-std::optional<Endpoint> GuestEndpoint(const Profile& p, const Endpoint& host,
-                                      bool invert_address) {
+std::optional<Endpoint> GuestEndpoint(const Profile& p, const Endpoint& host, bool invert_address) {
   for (const IncomingRule& r : p.incoming) {
     if (r.action != Action::kRoute || (r.host_port == 0 && !r.host_address)) continue;
     Endpoint guest = host;
@@ -370,23 +354,23 @@ std::string DescribeDecision(const Config& c, const Profile& p, const Decision& 
       return text::Cat("outgoing_default of profile '", p.name, "': ", ActionName(d.action));
     }
     return text::Cat("outgoing_default of profile '", p.name, "' (",
-                        Where(c, p.outgoing_default_pos), "): ", ActionName(d.action));
+                     Where(c, p.outgoing_default_pos), "): ", ActionName(d.action));
   }
   return text::Cat("outgoing rule ", d.rule, " of profile '", p.name, "' (",
-                      Where(c, d.matched->pos), "): ", d.matched->text);
+                   Where(c, d.matched->pos), "): ", d.matched->text);
 }
 
 std::string DescribeDecision(const Config& c, const Profile& p, const BindDecision& d) {
   if (d.matched == nullptr) {
     if (p.incoming_default_pos.line == 0) {
-      return text::Cat("incoming_default of profile '", p.name, "' (not set): ",
-                          ActionName(d.action));
+      return text::Cat("incoming_default of profile '", p.name,
+                       "' (not set): ", ActionName(d.action));
     }
     return text::Cat("incoming_default of profile '", p.name, "' (",
-                        Where(c, p.incoming_default_pos), "): ", ActionName(d.action));
+                     Where(c, p.incoming_default_pos), "): ", ActionName(d.action));
   }
   return text::Cat("incoming rule ", d.rule, " of profile '", p.name, "' (",
-                      Where(c, d.matched->pos), "): ", d.matched->text);
+                   Where(c, d.matched->pos), "): ", d.matched->text);
 }
 
 }  // namespace xsock::config

@@ -77,8 +77,7 @@ ProfileChoice SelectProfile(const Config& config, const AppIdentity& app, std::s
 // True if `p`'s apps and users match `app` (apps: the basename unless the pattern has a
 // '/', then the whole path). Sets the matching entries when given.
 bool ProfileMatchesApp(const Profile& p, const AppIdentity& app,
-                       const std::string** app_pattern = nullptr,
-                       const UserMatch** user = nullptr);
+                       const std::string** app_pattern = nullptr, const UserMatch** user = nullptr);
 
 // An outgoing decision: a connect() or a host name.
 struct Decision {
@@ -94,11 +93,10 @@ Decision DecideConnect(const Profile& p, const Endpoint& dest);
 // A connect() to `dest`, an address that the process got by resolving `names` through
 // the backend: in the same single pass, a rule with `host` matches when one of its globs
 // matches one of the names (and the port is in its range), a rule with `to` by address.
-// With no names this is DecideConnect(p, dest). `named` (optional) gets the name that
+// DecideConnect(p, dest) is this with no names. `named` (optional) gets the name that
 // matched a host rule.
 Decision DecideConnect(const Profile& p, const Endpoint& dest,
-                       const std::vector<std::string>& names,
-                       const std::string** named = nullptr);
+                       const std::vector<std::string>& names, const std::string** named = nullptr);
 // Whether any outgoing rule of `p` has `host` globs (only then do names matter).
 bool HasHostRules(const Profile& p);
 // Same for a sockaddr; one that is not AF_INET/AF_INET6 is always bypass (rule 0 without

@@ -41,7 +41,8 @@ std::string ProfileWith(int rules, bool host_rules) {
                      i % 250, 1000 + i);
   }
   if (host_rules) {
-    t += "[[profile.outgoing]]\naction = \"route\"\nhost = [\"*.db.internal\", \"cache-*.internal\"]\n";
+    t += "[[profile.outgoing]]\naction = \"route\"\nhost = [\"*.db.internal\", "
+         "\"cache-*.internal\"]\n";
   }
   t += "[[profile.incoming]]\naction = \"route\"\nport = 80\nhost_port = 8080\n";
   return t;
@@ -117,8 +118,7 @@ void BM_HostRulesWithNames(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   for (int i = 0; i < n; ++i) {
     const std::string ip = fmt::format("10.200.{}.{}", (i >> 8) & 255, i & 255);
-    names.Remember(fmt::format("host-{}.db.internal", i),
-                   *xsock::config::ParseEndpoint(ip, false));
+    names.Remember(fmt::format("host-{}.db.internal", i), *xsock::config::ParseEndpoint(ip, false));
   }
   p->set_names(&names);
   Decide(state, *p, V4("10.200.0.7", 5432));
