@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -614,21 +615,49 @@ std::optional<uint32_t> BackendSocket::OutFill() {
   return r.bytes;
 }
 
+namespace {
+// Fault injection for tests only (XSOCKD_TEST_TOKEN_DELAY_US): widens the window between
+// looking at `in` and raising in_token, where an app's read can empty the ring, so the
+// stray-token race the next function guards against shows up on every run.
+unsigned g_token_race_delay_us = 0;
+}  // namespace
+
+void SetTokenRaceDelayForTesting(unsigned microseconds) { g_token_race_delay_us = microseconds; }
+
+void BackendSocket::InjectTokenRaceDelay() {
+  if (g_token_race_delay_us != 0) usleep(g_token_race_delay_us);
+}
+
 void BackendSocket::SignalIn() {
   if (channel_wr_shut_) return;
-  if (page()->in_token.exchange(1) == 0) {
-    // The app's receive queue only ever holds this one byte; if a hostile app clears
-    // in_token without reading, EAGAIN here only costs that app its own wake-ups.
-    const char token = kTokenByte;
-    send(channel_.get(), &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-    ++progress_;
+  if (page()->in_token.exchange(1) != 0) return;
+  // The app may have taken every byte between our publish and our exchange (its settle
+  // then saw in_token 0 and expects no token). A token now would be stray: its
+  // descriptor would poll readable with nothing to read, and a nonblocking read after
+  // poll would fail EAGAIN, which some programs (sshd's packet layer) treat as fatal.
+  // So take the token back if the ring is empty; if the app has meanwhile exchanged
+  // in_token to 0, it is waiting for the byte and gets it. End of stream and errors
+  // always keep their token.
+  if (!in_done_) {
+    const auto fill = InFill();
+    if (!fill) return;
+    uint32_t armed = 1;
+    if (*fill == 0 && page()->in_token.compare_exchange_strong(armed, 0)) return;
   }
+  // The app's receive queue only ever holds this one byte; if a hostile app clears
+  // in_token without reading, EAGAIN here only costs that app its own wake-ups.
+  const char token = kTokenByte;
+  send(channel_.get(), &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  ++progress_;
 }
 
 void BackendSocket::RecheckToken() {
   if (state_ != SocketState::kConnected || rings_corrupt_ || channel_wr_shut_) return;
   const auto fill = InFill();
-  if (fill && *fill > 0) SignalIn();
+  if (fill && *fill > 0) {
+    InjectTokenRaceDelay();
+    SignalIn();
+  }
 }
 
 void BackendSocket::FinishIn(int32_t error) {
@@ -775,7 +804,10 @@ void BackendSocket::PumpIn() {
     HostError(errno, "recv");
     return;
   }
-  if (published) SignalIn();
+  if (published) {
+    InjectTokenRaceDelay();
+    SignalIn();
+  }
 }
 
 void BackendSocket::PumpOut() {

@@ -52,6 +52,9 @@ struct SocketParams {
 // listings.
 const char* SocketStateName(SocketState s);
 
+// Tests only: sleep this long before each token decision (see backend_socket.cc).
+void SetTokenRaceDelayForTesting(unsigned microseconds);
+
 class BackendSocket {
  public:
   // Makes the host socket, the channel pair and the shared memory, and registers
@@ -178,8 +181,9 @@ class BackendSocket {
   // Ring fill levels; nullopt if the app's index is impossible (the socket is reset).
   std::optional<uint32_t> InFill();
   std::optional<uint32_t> OutFill();
-  void RecheckToken();           // the token invariant, re-checked on every wake
-  void SignalIn();               // after publishing into `in`: queue a token unless one is queued
+  void RecheckToken();  // the token invariant, re-checked on every wake
+  void SignalIn();      // after publishing into `in`: queue a token unless one is queued
+  static void InjectTokenRaceDelay();
   void FinishIn(int32_t error);  // in_error, token, then shut down the channel for writing
   void FailOut(int32_t error);   // out_error; `out` bytes are discarded from now on
   void DiscardOut();

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend_socket.h"
 #include "backend/log.h"
 #include "backend/options.h"
 #include "backend/server.h"
@@ -31,6 +32,9 @@ int main(int argc, char** argv) {
   SetLogLevel(cl->options.log_level);
   SetLogFormat(cl->options.log_format);
   signal(SIGPIPE, SIG_IGN);
+  if (const char* d = std::getenv("XSOCKD_TEST_TOKEN_DELAY_US")) {
+    SetTokenRaceDelayForTesting(static_cast<unsigned>(std::strtoul(d, nullptr, 10)));
+  }
   // Blocked before the socket file exists, so a SIGTERM sent as soon as it appears is
   // already a clean stop (the server reads it from a signalfd).
   sigset_t stop;

@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# stream.sh MODE BYTES ADDR: xsock-stream-check, in a network namespace with no network,
+# stream.sh MODE BYTES ADDR [--xsockd-token-delay US] [OPTION...]: xsock-stream-check
+# (with the extra OPTIONs), in a network namespace with no network,
 # streams BYTES to xsock-echo-server on the host through xsockd and verifies the echo
 # (length, hash, content, FIN after the last byte). Also checks that the echo server saw
 # exactly BYTES and a clean EOF, that xsockd's counters moved by at least BYTES each way
 # with one successful connect, and that xsockd frees the socket once the client is gone.
 source "$(dirname "$0")/lib.sh"
 require_root_and_netns
-[[ $# -eq 3 ]] || { echo "usage: stream.sh MODE BYTES ADDR"; exit 2; }
+[[ $# -ge 3 ]] || { echo "usage: stream.sh MODE BYTES ADDR [OPTION...]"; exit 2; }
 mode=$1 bytes=$2 addr=$3
+shift 3
+# --xsockd-token-delay US (ours, not stream-check's): xsockd sleeps US before each token
+# decision (XSOCKD_TEST_TOKEN_DELAY_US), which makes the race between an app emptying the
+# ring and xsockd queuing a token happen on every run instead of once in many.
+if [[ ${1:-} == --xsockd-token-delay ]]; then
+  export XSOCKD_TEST_TOKEN_DELAY_US=$2
+  shift 2
+fi
+extra=("$@")
 
 start_xsockd
 start_echo_server --bind 127.0.0.1 --bind ::1 --max-clients 1
 
 stats_snapshot "$WORK/before"
-log "stream-check --mode $mode --bytes $bytes to $addr port $ECHO_PORT, in unshare -n via xsockd"
+log "stream-check --mode $mode --bytes $bytes ${extra[*]} to $addr port $ECHO_PORT, in unshare -n via xsockd"
 routed timeout -k 5 150 "$STREAM_CHECK" --mode "$mode" --bytes "$bytes" --timeout 140 --stall-timeout 15 \
-  "$addr" "$ECHO_PORT" >"$WORK/client.out" 2>&1
+  "${extra[@]}" "$addr" "$ECHO_PORT" >"$WORK/client.out" 2>&1
 rc=$?
 cat "$WORK/client.out"
 expect_status "xsock-stream-check" 0 "$rc"

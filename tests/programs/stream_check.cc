@@ -52,6 +52,7 @@ struct Options {
   unsigned stall_s = 0;
   uint64_t progress = 0;
   bool half_close = true;
+  bool strict_readiness = false;
   Endpoint peer;
   std::string peer_text;
 };
@@ -77,6 +78,8 @@ void Usage(FILE* out) {
       "  --progress N     print 'progress: received X' every N bytes received\n"
       "  --no-shutdown    do not shut down the sending side after the last byte; stop\n"
       "                   reading after the last expected byte instead of at EOF\n"
+      "  --strict-readiness  (poll mode) fail, exit 1, when the first read after poll()\n"
+      "                   reported POLLIN finds nothing (EAGAIN), as sshd would\n"
       "\n"
       "exit: 0 verified, 1 wrong data/early EOF, 2 usage, 3 socket error, 4 timeout/stall\n");
 }
@@ -295,10 +298,14 @@ bool SendSome(int fd, Sender& s, bool use_write, bool half_close) {
   return false;
 }
 
-bool ReceiveSome(int fd, Receiver& r, bool use_read) {
+// With first_would_block, reports whether the very first read found nothing (EAGAIN).
+bool ReceiveSome(int fd, Receiver& r, bool use_read, bool* first_would_block = nullptr) {
+  bool first = true;
   while (!r.eof()) {
     auto [p, n] = r.Next();
     const ssize_t got = use_read ? read(fd, p, n) : recv(fd, p, n, 0);
+    if (first_would_block != nullptr && first) *first_would_block = got < 0 && errno == EAGAIN;
+    first = false;
     if (got < 0) {
       if (errno == EAGAIN) return true;
       if (errno == EINTR) continue;
@@ -357,7 +364,16 @@ void RunPoll(const Options& o, Sender& s, Receiver& r) {
     }
     if ((p.revents & (POLLOUT | POLLERR | POLLHUP)) && !s.done())
       SendSome(fd, s, true, o.half_close);
-    if (p.revents & (POLLIN | POLLERR | POLLHUP)) ReceiveSome(fd, r, true);
+    if (p.revents & (POLLIN | POLLERR | POLLHUP)) {
+      bool would_block = false;
+      ReceiveSome(fd, r, true, &would_block);
+      // A TCP socket with one reader never polls readable with nothing to read; programs
+      // such as sshd's packet layer treat that EAGAIN as fatal.
+      if (would_block && o.strict_readiness) {
+        std::fprintf(stderr, "error: read: EAGAIN right after poll() reported POLLIN\n");
+        std::exit(1);
+      }
+    }
   }
   close(fd);
 }
@@ -444,6 +460,8 @@ bool ParseArgs(int argc, char** argv, Options& o) {
       o.stall_s = static_cast<unsigned>(t);
     } else if (arg == "--no-shutdown") {
       o.half_close = false;
+    } else if (arg == "--strict-readiness") {
+      o.strict_readiness = true;
     } else if (arg == "--progress" && has_value) {
       if (!size_arg(o.progress)) return false;
     } else if (!arg.empty() && arg[0] == '-' && arg != "-") {
