@@ -206,6 +206,12 @@ absl::Status XenBackend::Impl::Open() {
   if (gnt == nullptr) return Errno("xengnttab_open");
   evt = api.evtchn_open(nullptr, 0);
   if (evt == nullptr) return Errno("xenevtchn_open");
+  // xenevtchn_pending read()s this fd: nonblocking, so draining the pending ports after
+  // epoll ends with EAGAIN instead of blocking the loop until the next event.
+  if (const int fl = fcntl(api.evtchn_fd(evt), F_GETFL);
+      fl < 0 || fcntl(api.evtchn_fd(evt), F_SETFL, fl | O_NONBLOCK) != 0) {
+    return Errno("fcntl O_NONBLOCK on xenevtchn_fd");
+  }
   xs = api.xs_open(0);
   if (xs == nullptr) return Errno("xs_open");
   epoll_fd = epoll_create1(EPOLL_CLOEXEC);

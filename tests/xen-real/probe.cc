@@ -1,6 +1,6 @@
 // The PVCalls probe of the real-Xen test (tests/xen-real/run.sh), one static binary with
 // three modes:
-//   probe front BYTES        in the domU: TestFront over the real libraries talks PVCalls
+//   probe front BYTES [STEP_S] in the domU: TestFront over the real libraries talks PVCalls
 //                            to xsockd --transport xen in dom0: download from dom0's
 //                            server, echo BYTES both ways, listen through dom0 and accept
 //                            dom0's client; every byte is compared with the generator.
@@ -33,7 +33,9 @@ using xsock::xen_test::Clock;
 using xsock::xen_test::FrontRing;
 using xsock::xen_test::TestFront;
 
-constexpr auto kStepLimit = std::chrono::seconds(240);
+// Each step (handshake, download, echo, accept) gives up after this; dom0 waits a little
+// longer for each step's marker, so a stuck step is reported by the probe itself.
+std::chrono::seconds g_step_limit{50};
 
 // xorshift64 stream `seed`, byte i.
 struct Stream {
@@ -89,8 +91,7 @@ struct Checker {
 bool Report(const char* step, bool ok, const Checker& c, size_t bytes, Clock::time_point t0) {
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("XSOCK-PROBE %s %s bytes=%zu/%zu fnv=%016llx seconds=%.1f\n", step,
-              ok ? "ok" : "FAILED", c.got, bytes, static_cast<unsigned long long>(c.digest.h),
-              s);
+              ok ? "ok" : "FAILED", c.got, bytes, static_cast<unsigned long long>(c.digest.h), s);
   std::fflush(stdout);
   return ok;
 }
@@ -104,7 +105,7 @@ bool Pump(TestFront& f, FrontRing& ring, size_t bytes, uint64_t want_seed, int s
   Stream out(send_seed > 0 ? static_cast<uint64_t>(send_seed) : 0);
   std::vector<uint8_t> up(64 * 1024), buf(64 * 1024);
   size_t up_len = 0, up_off = 0, sent = send_seed > 0 ? 0 : bytes;
-  while (check.got < bytes && Clock::now() - t0 < kStepLimit) {
+  while (check.got < bytes && Clock::now() - t0 < g_step_limit) {
     bool progress = false;
     if (up_off == up_len && sent < bytes) {
       up_len = std::min(up.size(), bytes - sent);
@@ -148,29 +149,32 @@ int Front(size_t bytes) {
   TestFront f(api, static_cast<uint32_t>(std::stoul(domid)), 0, /*play_toolstack=*/false);
   const bool up = f.Connect();
   std::printf("XSOCK-PROBE handshake %s domid=%s backend-state=%s max-page-order=%u\n",
-              up ? "ok" : "FAILED", domid.c_str(), f.BackendState().c_str(),
-              f.max_page_order());
+              up ? "ok" : "FAILED", domid.c_str(), f.BackendState().c_str(), f.max_page_order());
   std::fflush(stdout);
   if (!up) return std::printf("XSOCK-PROBE RESULT: FAIL (handshake)\n"), 1;
   const uint32_t order = std::min<uint32_t>(f.max_page_order(), 4);
   bool ok = true;
   // 1. Download from dom0's server.
-  const int32_t c1 = f.ConnectTo(1, 7001, order);
+  // PVCalls: a socket command creates the id, then connect or bind uses it.
+  const int32_t s1 = f.Socket(1);
+  const int32_t c1 = s1 == 0 ? f.ConnectTo(1, 7001, order) : s1;
   ok &= c1 == 0 && Pump(f, *f.Ring(1), bytes, 1, 0, "download");
   if (c1 != 0) std::printf("XSOCK-PROBE download connect=%d\n", c1);
   // 2. Echo both ways.
-  const int32_t c2 = f.ConnectTo(2, 7000, order);
+  const int32_t s2 = f.Socket(2);
+  const int32_t c2 = s2 == 0 ? f.ConnectTo(2, 7000, order) : s2;
   ok &= c2 == 0 && Pump(f, *f.Ring(2), bytes, 2, 2, "echo");
   if (c2 != 0) std::printf("XSOCK-PROBE echo connect=%d\n", c2);
   // 3. Listen through dom0; dom0's client connects and sends stream 3.
-  const int32_t b = f.Bind(3, 7002);
+  const int32_t s3 = f.Socket(3);
+  const int32_t b = s3 == 0 ? f.Bind(3, 7002) : s3;
   const int32_t l = b == 0 ? f.Listen(3) : b;
   bool accepted = false;
   if (l == 0) {
     std::printf("XSOCK-PROBE LISTENING\n");
     std::fflush(stdout);
     const uint32_t req = f.SendAccept(3, 4, order);
-    const auto rsp = f.Wait(req, std::chrono::seconds(120));
+    const auto rsp = f.Wait(req, g_step_limit);
     accepted = rsp && rsp->ret == 0;
     if (!accepted) std::printf("XSOCK-PROBE accept ret=%d\n", rsp ? rsp->ret : -9999);
   } else {
@@ -259,11 +263,14 @@ int Client(uint16_t port, size_t bytes) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode == "front" && argc == 3) return Front(std::stoull(argv[2]));
+  if (mode == "front" && (argc == 3 || argc == 4)) {
+    if (argc == 4) g_step_limit = std::chrono::seconds(std::stoul(argv[3]));
+    return Front(std::stoull(argv[2]));
+  }
   if (mode == "serve" && argc == 3) return Serve(std::stoull(argv[2]));
   if (mode == "client" && argc == 4) {
     return Client(static_cast<uint16_t>(std::stoul(argv[2])), std::stoull(argv[3]));
   }
-  std::fprintf(stderr, "usage: probe front BYTES | serve BYTES | client PORT BYTES\n");
+  std::fprintf(stderr, "usage: probe front BYTES [STEP_S] | serve BYTES | client PORT BYTES\n");
   return 2;
 }

@@ -19,6 +19,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 C=${XSOCK_XEN_CACHE:-$REPO/.cache/xen-real}
 QEMU_TIMEOUT=${XSOCK_XEN_TIMEOUT:-600}
+STEP=${XSOCK_XEN_STEP:-60}   # seconds for each step inside the guests
 mkdir -p "$C"
 t0=$(date +%s)
 stamp() { echo "[xen-real +$(( $(date +%s) - t0 ))s] $*"; }
@@ -59,7 +60,8 @@ cat > "$D/init" <<EOI
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 for m in xen-evtchn xen-gntalloc; do insmod /lib/modules/\$m.ko; done
-/bin/probe front $BYTES; echo "XSOCK-PROBE exit \$?"
+echo "XSOCK-PROBE start"
+/bin/probe front $BYTES $((STEP - 10)); echo "XSOCK-PROBE exit \$?"
 poweroff -f
 EOI
 chmod +x "$D/init"
@@ -107,7 +109,7 @@ name = "domu"
 type = "pv"
 kernel = "/boot/vmlinuz"
 ramdisk = "/boot/domu.cpio.gz"
-extra = "console=hvc0"
+extra = "console=hvc0 loglevel=4"
 memory = 256
 vcpus = 1
 pvcalls = [ "backend=0" ]
@@ -116,30 +118,69 @@ on_crash = "destroy"
 EOC
 cat > "$R/init" <<EOI
 #!/bin/busybox sh
+# Every wait is bounded by STEP seconds (well under QEMU's timeout); on any failure the
+# XenStore tree, xsockd's log, the domU console, xl list and dmesg are printed, then the
+# machine powers off. The verdict is one line: XSOCK-XEN-REAL: PASS | FAIL (why).
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin:/usr/lib/xen-4.17/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+STEP=$STEP BYTES=$BYTES L=/var/log/xen/console/guest-domu.log
+note() { echo "=== \$* (uptime \$(cut -d' ' -f1 /proc/uptime)s) ==="; }
+diag() {
+  note "DIAG: \$1"
+  echo "--- xl list"; xl list 2>&1
+  echo "--- xenstore-ls -f"; xenstore-ls -f 2>&1 | head -n 250
+  echo "--- xsockd log"; tail -n 80 /tmp/xsockd.log
+  echo "--- domU console (last lines)"; tail -n 60 \$L 2>&1 | sed 's/^/domU| /'
+  echo "--- dmesg (last lines)"; dmesg | tail -n 30
+  echo "--- processes"; ps
+}
+finish() { echo "XSOCK-XEN-REAL: \$1"; sync; poweroff -f; sleep 30; }
+fail() { diag "\$1"; finish "FAIL (\$1)"; }
+# wait_for PATTERN FILE: true once FILE contains PATTERN, false after STEP seconds.
+wait_for() {
+  i=0
+  while ! grep -q "\$1" "\$2" 2>/dev/null; do
+    [ \$i -ge \$STEP ] && return 1
+    sleep 1; i=\$((i+1))
+  done
+}
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts; mount -t devpts devpts /dev/pts   # xenconsoled needs ptys
-echo "=== DOM0 INIT: uptime \$(cut -d' ' -f1 /proc/uptime)s ==="
-for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs; do insmod /lib/modules/\$m.ko; done
+note "DOM0 INIT"
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs; do insmod /lib/modules/\$m.ko || fail "insmod \$m"; done
 mount -t xenfs xenfs /proc/xen
 xenstored --pid-file /var/run/xenstored.pid
 i=0; while [ ! -S /var/run/xenstored/socket ] && [ \$i -lt 100 ]; do sleep 0.2; i=\$((i+1)); done
-xen-init-dom0
+timeout \$STEP xen-init-dom0 || fail "xen-init-dom0"
 xenconsoled --pid-file=/var/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 ip link set lo up
-xsockd --transport xen > /tmp/xsockd.log 2>&1 &
-probe serve $BYTES &
-xl create /etc/xen/domu.cfg && echo "=== xl create OK: uptime \$(cut -d' ' -f1 /proc/uptime)s ==="
-L=/var/log/xen/console/guest-domu.log
-i=0; while ! grep -q 'XSOCK-PROBE \(LISTENING\|RESULT\)' \$L 2>/dev/null && [ \$i -lt 600 ]; do sleep 1; i=\$((i+1)); done
-grep -q 'XSOCK-PROBE LISTENING' \$L && probe client 7002 $BYTES
-i=0; while xl list domu >/dev/null 2>&1 && [ \$i -lt 300 ]; do sleep 1; i=\$((i+1)); done
-echo "=== xenstore (pvcalls) ==="; xenstore-ls -f /local/domain/0/backend/pvcalls 2>&1 | head -20
-echo "=== xsockd log ==="; tail -n 30 /tmp/xsockd.log
-echo "=== domU console ==="; grep -E 'XSOCK|probe' \$L | sed 's/^/domU: /'
-echo "=== DOM0 DONE: uptime \$(cut -d' ' -f1 /proc/uptime)s ==="
-poweroff -f
+xsockd --transport xen --log-level debug > /tmp/xsockd.log 2>&1 &
+wait_for event=xen_listening /tmp/xsockd.log || fail "xsockd --transport xen did not start"
+note "xsockd --transport xen listening"
+probe serve \$BYTES > /tmp/serve.log 2>&1 &
+timeout \$STEP xl create /etc/xen/domu.cfg || fail "xl create"
+note "xl create OK: domid \$(xl domid domu)"
+# The domU's console, live, on ours.
+(tail -F \$L 2>/dev/null | while read -r line; do echo "domU: \$line"; done) &
+wait_for 'XSOCK-PROBE start' \$L || fail "domU did not boot to the probe"
+wait_for 'XSOCK-PROBE handshake' \$L || fail "PVCalls handshake"
+grep -q 'XSOCK-PROBE handshake ok' \$L || fail "PVCalls handshake failed"
+note "handshake done"
+for step in download echo LISTENING; do
+  wait_for "XSOCK-PROBE \$step" \$L || fail "probe step \$step"
+  grep -q "XSOCK-PROBE RESULT" \$L && break
+  note "probe step \$step done"
+done
+if grep -q 'XSOCK-PROBE LISTENING' \$L; then
+  probe client 7002 \$BYTES > /tmp/client.log 2>&1 &
+  wait_for 'XSOCK-PROBE accept' \$L || fail "probe step accept"
+fi
+wait_for 'XSOCK-PROBE RESULT' \$L || fail "probe result"
+grep -q 'XSOCK-PROBE RESULT: PASS' \$L || fail "the probe reported a failure"
+echo "--- xsockd log (last lines)"; tail -n 15 /tmp/xsockd.log
+echo "--- dom0 client"; cat /tmp/client.log
+note "DOM0 DONE"
+finish PASS
 EOI
 chmod +x "$R/init"
 (cd "$R" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$C/dom0.cpio.gz"
@@ -156,11 +197,18 @@ rc=$?
 set -e
 tr -d '\r' < "$C/serial.log" > "$C/serial.txt"
 stamp "qemu exit $rc (serial console: $C/serial.txt)"
-if grep -q 'domU: XSOCK-PROBE RESULT: PASS' "$C/serial.txt"; then
-  grep -E '=== |domU: XSOCK-PROBE' "$C/serial.txt"
+if grep -q '^XSOCK-XEN-REAL: PASS' "$C/serial.txt"; then
+  grep -E '^=== |XSOCK-PROBE|event=(frontend_connected|connect_ok|accept|listen)' "$C/serial.txt"
   echo "PASS"
   exit 0
 fi
-echo "FAIL; the console's relevant lines:"
-grep -E '=== |domU:|xsockd|XSOCK|event=|Panic|panic|Unhandled|error|Error' "$C/serial.txt" | tail -n 80
+if grep -q '^XSOCK-XEN-REAL: FAIL' "$C/serial.txt"; then
+  # dom0 printed its diagnosis: from the first failure onwards, plus the domU's lines.
+  sed -n '1,/^=== DIAG/p' "$C/serial.txt" | grep -E '^=== |^domU: .*XSOCK' | grep -v '^=== DIAG'
+  sed -n '/^=== DIAG/,$p' "$C/serial.txt"
+else
+  echo "no verdict from dom0 (qemu exit $rc); the console's relevant lines:"
+  grep -E '^=== |domU:|xsockd|XSOCK|event=|Panic|panic|Unhandled|error|Error' "$C/serial.txt" | tail -n 80
+fi
+echo "FAIL"
 exit 1

@@ -1,5 +1,6 @@
 #include "tests/xen/test_front.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -34,6 +35,12 @@ TestFront::TestFront(const backend::xen::XenApi& api, uint32_t domid, uint32_t b
   xen_double::ScopedDomain as(domid);
   gs_ = api_.gntshr_open(nullptr, 0);
   evt_ = api_.evtchn_open(nullptr, 0);
+  // WaitEvent drains xenevtchn_pending until it fails: that needs a nonblocking fd (the
+  // real library read()s it and would block until the next event).
+  if (evt_ != nullptr) {
+    const int fd = api_.evtchn_fd(evt_);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
   xs_ = api_.xs_open(0);
   front_path_ = pvcalls::FrontendPath(domid);
   back_path_ = pvcalls::BackendPath(backend_domid, domid);

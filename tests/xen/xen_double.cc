@@ -1,10 +1,13 @@
 #include "tests/xen/xen_double.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -27,13 +30,19 @@ std::mutex g_mu;
 
 // An eventfd that is readable iff `Raise` was called more recently than `Clear`.
 struct Flag {
-  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  // blocking: the fd starts without O_NONBLOCK, as /dev/xen/evtchn's (the user may set
+  // it); Clear never blocks either way.
+  Flag() : Flag(false) {}
+  explicit Flag(bool blocking) : fd(eventfd(0, EFD_CLOEXEC | (blocking ? 0 : EFD_NONBLOCK))) {}
+  int fd;
   ~Flag() { close(fd); }
   void Raise() const {
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t n = write(fd, &one, sizeof(one));
   }
   void Clear() const {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) return;
     uint64_t v;
     [[maybe_unused]] ssize_t n = read(fd, &v, sizeof(v));
   }
@@ -210,7 +219,7 @@ struct Port {
 
 struct EvtHandle {
   uint32_t domid;
-  Flag flag;
+  Flag flag;  // blocking, as /dev/xen/evtchn
   std::deque<uint32_t> queue;
 };
 
@@ -270,7 +279,7 @@ xenevtchn_handle* EvtOpen(struct xentoollog_logger*, unsigned) {
     errno = ENOENT;
     return nullptr;
   }
-  auto* h = new EvtHandle{t_domid, {}, {}};
+  auto* h = new EvtHandle{t_domid, Flag(/*blocking=*/true), {}};
   return reinterpret_cast<xenevtchn_handle*>(h);
 }
 int EvtClose(xenevtchn_handle* xh) {
@@ -340,6 +349,14 @@ xenevtchn_port_or_error_t EvtPending(xenevtchn_handle* xh) {
   auto* h = reinterpret_cast<EvtHandle*>(xh);
   std::lock_guard lock(g_mu);
   if (h->queue.empty()) {
+    // The real library read()s /dev/xen/evtchn: without O_NONBLOCK on xenevtchn_fd it
+    // blocks until the next event, which may never come. Make that caller's bug loud.
+    if ((fcntl(h->flag.fd, F_GETFL) & O_NONBLOCK) == 0) {
+      std::fprintf(stderr,
+                   "xen_double: xenevtchn_pending with nothing pending on a blocking handle "
+                   "(would block on real Xen; set O_NONBLOCK on xenevtchn_fd)\n");
+      std::abort();
+    }
     h->flag.Clear();
     errno = EAGAIN;
     return -1;

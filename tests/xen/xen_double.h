@@ -17,8 +17,11 @@
 //   As on Xen: binding an interdomain port delivers one spurious event at once;
 //   xenevtchn_pending returns a port and leaves it masked until xenevtchn_unmask;
 //   notifications while the port is masked or already queued coalesce into one event.
-//   The handle's fd (an eventfd) is readable iff an event is queued. Unlike the real
-//   library, xenevtchn_pending does not block: with nothing queued it fails with EAGAIN.
+//   The handle's fd (an eventfd) is readable iff an event is queued. It starts blocking,
+//   as /dev/xen/evtchn's: the real xenevtchn_pending read()s it and, with nothing queued,
+//   waits for the next event (perhaps forever). Users set O_NONBLOCK on xenevtchn_fd and
+//   then get EAGAIN; the double aborts with a message when pending is called on an empty
+//   blocking handle, so a caller that would hang on real Xen fails loudly here.
 // * XenStore: an in-memory tree (writes create missing parents, rm removes subtrees,
 //   directory lists children), watches that fire once when registered and then for
 //   every write or rm at or below the watched path, delivered through xs_fileno (an

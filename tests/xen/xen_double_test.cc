@@ -1,6 +1,7 @@
 // The test double behaves as the shared notes say real Xen does (tests/xen/xen_double.h).
 #include "tests/xen/xen_double.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
 
@@ -116,6 +117,13 @@ TEST_CASE("double: binding delivers one spurious event; notifies coalesce; maske
   {
     xd::ScopedDomain as(0);
     dom0 = api.evtchn_open(nullptr, 0);
+  }
+  // As /dev/xen/evtchn: the fd starts blocking (xenevtchn_pending would then wait for an
+  // event); a poll-driven user sets O_NONBLOCK, and pending fails with EAGAIN when empty.
+  for (xenevtchn_handle* h : {guest, dom0}) {
+    const int fl = fcntl(api.evtchn_fd(h), F_GETFL);
+    CHECK((fl & O_NONBLOCK) == 0);
+    REQUIRE(fcntl(api.evtchn_fd(h), F_SETFL, fl | O_NONBLOCK) == 0);
   }
   const int unbound = api.evtchn_bind_unbound_port(guest, 0);
   REQUIRE(unbound > 0);
