@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole xsock test suite: installs what is missing, builds, and runs
-#   1. every suite (unit, stress, integration, compat) in the regular build (build/),
+#   1. every suite (unit, stress, integration, compat, xen-real: Xen 4.17 under QEMU) in the
+#      regular build (build/),
 #   2. unit + stress suites under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/),
 #   3. the libFuzzer targets for a bounded time with clang (build-fuzz/),
 # then prints one closing line "N passed, N failed". Exits non-zero on any failure.
@@ -65,7 +66,7 @@ run_stage() {  # run_stage NAME DIR SUITE...
 # No debug info in the test builds: it doubles compile time and no test needs it.
 log "build (regular)"
 if setup build -Ddebug=false -Doptimization=2 && ninja -C build -j"$jobs"; then
-  run_stage "regular" build unit stress integration compat
+  run_stage "regular" build unit stress integration compat xen-real
 else
   echo "regular build failed"; status=1
 fi

@@ -12,6 +12,9 @@ packages=(
   clang libclang-rt-14-dev
   # tests, demo and benchmarks: real programs and namespace tooling
   curl python3 iproute2 util-linux procps git coreutils psmisc
+  # tests/xen-real: Xen under QEMU's software emulation (Xen itself comes from .deb files
+  # the test downloads into .cache/xen-real, not installed)
+  qemu-system-x86 cpio
   # tests/integration/resolve_backend.sh: a DNS server on a test namespace's loopback
   dnsmasq-base
   # tests/compat: the real-program matrix (ssh, telnet, redis, iperf3) and diagnosis
