@@ -28,7 +28,7 @@ if [ "${1:-}" = --front ]; then
   shift
   [ $# -ge 4 ] || { echo "usage: run.sh --front XSOCKD XSOCK_LIB STREAM_CHECK ECHO_SERVER [BYTES]" >&2; exit 2; }
   XSOCK_LIB=$(readlink -f "$2") STREAM_CHECK=$(readlink -f "$3") ECHO_SERVER=$(readlink -f "$4")
-  shift 3
+  set -- "$1" "${@:5}"   # XSOCKD [BYTES]
 fi
 [ $# -ge 1 ] || { echo "usage: run.sh XSOCKD [BYTES] | --front XSOCKD XSOCK_LIB STREAM_CHECK ECHO_SERVER [BYTES]" >&2; exit 2; }
 XSOCKD=$(readlink -f "$1")
@@ -132,8 +132,10 @@ i=0; while [ ! -S /run/xsockd.sock ] && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2;
 echo 'XSOCK-FRONT start'
 R='env LD_PRELOAD=/lib/libxsock.so XSOCK_SOCKET=/run/xsockd.sock XSOCK_ROUTE=127.0.0.0/8'
 t=\$(cut -d' ' -f1 /proc/uptime)
-h=\$(\$R curl -sS --max-time $STEP http://127.0.0.1:8080/file | sha256sum | cut -d' ' -f1)
-echo \"XSOCK-FRONT curl sha256=\$h from=\$t to=\$(cut -d' ' -f1 /proc/uptime)\"
+\$R curl -sS --max-time $STEP -o /tmp/file http://127.0.0.1:8080/file; rc=\$?
+h=\$(sha256sum /tmp/file | cut -d' ' -f1)
+echo \"XSOCK-FRONT curl sha256=\$h exit=\$rc size=\$(wc -c < /tmp/file) from=\$t to=\$(cut -d' ' -f1 /proc/uptime)\"
+rm -f /tmp/file
 t=\$(cut -d' ' -f1 /proc/uptime)
 \$R $SC --mode epoll-et --no-shutdown --bytes $BYTES --timeout $((STEP - 5)) 127.0.0.1 7000 > /tmp/sc.log 2>&1
 echo \"XSOCK-FRONT echo exit=\$? from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/sc.log)\"
@@ -143,7 +145,7 @@ i=0; while [ ! -s /tmp/es.log ] && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2; i=\$
 echo \"XSOCK-FRONT LISTENING \$(head -n 1 /tmp/es.log)\"
 i=0; while kill -0 \$es 2>/dev/null && [ \$i -lt $STEP ]; do sleep 1; i=\$((i+1)); done
 kill \$es 2>/dev/null; wait \$es; echo \"XSOCK-FRONT listen exit=\$? \$(tail -n 1 /tmp/es.log)\"
-echo '--- front log'; tail -n 20 /tmp/front.log
+echo '--- front log'; tail -n 40 /tmp/front.log; echo '--- echo server log'; cat /tmp/es.log
 echo 'XSOCK-FRONT done'"
 fi
 cat > "$D/init" <<EOI
@@ -240,6 +242,8 @@ STEP=$STEP BYTES=$BYTES L=/var/log/xen/console/guest-domu.log
 note() { echo "=== \$* (uptime \$(cut -d' ' -f1 /proc/uptime)s) ==="; }
 diag() {
   note "DIAG: \$1"
+  # Let the domU finish its own report (its front's log) first, bounded.
+  i=0; while ! grep -q 'XSOCK-\(FRONT done\|PROBE exit\)' \$L 2>/dev/null && [ \$i -lt 30 ]; do sleep 1; i=\$((i+1)); done
   echo "--- xl list"; xl list 2>&1
   echo "--- xenstore-ls -f"; xenstore-ls -f 2>&1 | head -n 250
   echo "--- xsockd log"; tail -n 80 /tmp/xsockd.log
