@@ -228,9 +228,12 @@ TEST_CASE("routed bind reports the real port, listen and accept carry a connecti
   std::thread writer([&] { KernelSendAll(c, up); });
   CHECK(RecvAll(h.Sock(afd), afd, up.size()) == up);
   writer.join();
-  std::thread reader([&] { CHECK(KernelRecvAll(c, down.size()) == down); });
+  // Catch2's assertions are not thread-safe: the thread only records, main asserts.
+  bool reader_got_down = false;
+  std::thread reader([&] { reader_got_down = KernelRecvAll(c, down.size()) == down; });
   CHECK(SendAll(h.Sock(afd), afd, down));
   reader.join();
+  CHECK(reader_got_down);
 
   // EOF from the peer reaches the accepted socket.
   shutdown(c, SHUT_WR);
