@@ -127,7 +127,7 @@ else
   # front, which carries them to dom0 over PVCalls.
   DOMU_RUN="export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 ip link set lo up
-xsockd --front xen --socket /run/xsockd.sock > /tmp/front.log 2>&1 &
+xsockd --front xen --socket /run/xsockd.sock --log-level debug > /tmp/front.log 2>&1 &
 i=0; while [ ! -S /run/xsockd.sock ] && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2; i=\$((i+1)); done
 echo 'XSOCK-FRONT start'
 R='env LD_PRELOAD=/lib/libxsock.so XSOCK_SOCKET=/run/xsockd.sock XSOCK_ROUTE=127.0.0.0/8'
@@ -138,7 +138,9 @@ echo \"XSOCK-FRONT curl sha256=\$h exit=\$rc size=\$(wc -c < /tmp/file) from=\$t
 rm -f /tmp/file
 t=\$(cut -d' ' -f1 /proc/uptime)
 \$R $SC --mode epoll-et --no-shutdown --bytes $BYTES --timeout $((STEP - 5)) 127.0.0.1 7000 > /tmp/sc.log 2>&1
-echo \"XSOCK-FRONT echo exit=\$? from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/sc.log)\"
+rc=\$?
+echo \"XSOCK-FRONT echo exit=\$rc from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/sc.log)\"
+[ \$rc = 0 ] || { echo '--- front log'; tail -n 40 /tmp/front.log; }
 \$R $ES --bind 127.0.0.1 --port 7002 --max-clients 1 > /tmp/es.log 2>&1 &
 es=\$!
 i=0; while [ ! -s /tmp/es.log ] && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2; i=\$((i+1)); done
