@@ -22,6 +22,14 @@ constexpr int kMaxRequestsPerEvent = 64;
 // to a number closed and reused meanwhile.
 UniqueFd Dup(int fd) { return UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
 
+// The control connection's request bucket: --max-request-rate per second, burst as large.
+TokenBucket RequestBucket(const ControlContext& ctx) {
+  const Limits* limits = ctx.sockets != nullptr ? ctx.sockets->limits() : nullptr;
+  if (limits == nullptr) return TokenBucket(0, 0, std::chrono::steady_clock::now());
+  const uint64_t rate = limits->options().max_request_rate;
+  return TokenBucket(rate, rate, limits->Now());
+}
+
 }  // namespace
 
 ControlClient::ControlClient(uint64_t id, UniqueFd fd, ClientIdentity identity, ControlContext ctx)
@@ -29,7 +37,8 @@ ControlClient::ControlClient(uint64_t id, UniqueFd fd, ClientIdentity identity, 
       fd_(std::move(fd)),
       identity_(std::move(identity)),
       cred_{identity_.pid, identity_.uid, identity_.gid},
-      ctx_(ctx) {}
+      ctx_(ctx),
+      request_rate_(RequestBucket(ctx_)) {}
 
 absl::Status ControlClient::Start() {
   return ctx_.loop->Add(fd_.get(), EPOLLIN | EPOLLRDHUP, Token{Source::kClient, id_});
@@ -107,6 +116,11 @@ bool ControlClient::HandleMessage(std::span<const uint8_t> bytes, std::vector<Un
   if (hello_done_ && type == proto::MsgType::kHello) {
     return Drop(LogLevel::kWarn, "protocol_error", "hello: repeated");
   }
+  if (!RequestAllowed(type)) {
+    // Over the request rate: answered at once with EAGAIN, the connection stays.
+    const int err = Refuse(LimitKind::kRate);
+    return Send(Outgoing{proto::EncodeReply(decoded->seq, RefusalReply(decoded->msg, err)), {}});
+  }
   if (IsLookup(type)) return StartLookup(decoded->seq, std::move(decoded->msg));
   Outgoing out;
   const proto::Reply reply = Dispatch(decoded->msg, fds, &out.fds);
@@ -139,6 +153,39 @@ BackendSocket* ControlClient::Authorized(uint64_t socket_id) {
   BackendSocket* s = ctx_.sockets->Find(socket_id);
   if (s == nullptr) authority_.erase(socket_id);
   return s;
+}
+
+int ControlClient::Refuse(LimitKind kind) {
+  Limits* limits = ctx_.sockets->limits();
+  limits->CountRefusal(kind);
+  if (auto suppressed = limit_log_[static_cast<int>(kind)].Allow(limits->Now())) {
+    const Limits::Usage u = limits->ClientUsage(id_);
+    Log(LogLevel::kWarn,
+        "event=limit kind={} client={} uid={} pid={} exe={} errno={} sockets={} ring_bytes={} "
+        "pending_connects={} budget_used={} suppressed={}",
+        LimitKindName(kind), id_, cred_.uid, cred_.pid,
+        Quoted(identity_.exe.empty() ? "?" : identity_.exe), ErrnoName(LimitErrno(kind)), u.sockets,
+        u.ring_bytes, u.pending_connects, limits->total_bytes(), *suppressed);
+  }
+  return LimitErrno(kind);
+}
+
+bool ControlClient::RequestAllowed(proto::MsgType type) {
+  if (type == proto::MsgType::kHello || type == proto::MsgType::kRelease) return true;
+  const Limits* limits = ctx_.sockets->limits();
+  if (limits == nullptr || limits->options().max_request_rate == 0) return true;
+  return request_rate_.Take(limits->Now());
+}
+
+int ControlClient::ConnectLimitRefusal(uint64_t socket_id) {
+  Limits* limits = ctx_.sockets->limits();
+  if (limits == nullptr) return 0;
+  const BackendSocket* s = Authorized(socket_id);
+  // Anything but a connect that would start is left to Handle(ConnectRequest).
+  if (s == nullptr || s->state() != SocketState::kIdle) return 0;
+  const uint64_t owner = limits->OwnerOf(socket_id);
+  if (const auto refused = limits->CheckConnect(owner != 0 ? owner : id_)) return Refuse(*refused);
+  return 0;
 }
 
 bool ControlClient::StartLookup(uint32_t seq, proto::Request req) {
@@ -211,6 +258,16 @@ proto::Reply ControlClient::Handle(const proto::SocketRequest& req,
   params.client_exe = identity_.exe;
   params.domain = static_cast<int>(req.domain);
   params.ring_order = req.ring_order != 0 ? req.ring_order : ctx_.default_ring_order;
+  // Limits: sockets and ring memory of this client, the global budget. An order out of
+  // range is refused by Create (EINVAL).
+  if (const Limits* limits = ctx_.sockets->limits(); limits != nullptr &&
+                                                     params.ring_order >= kMinRingOrder &&
+                                                     params.ring_order <= kMaxRingOrder) {
+    if (const auto refused = limits->CheckSocket(id_, SocketRingBytes(params.ring_order))) {
+      reply.err = Refuse(*refused);
+      return reply;
+    }
+  }
   UniqueFd app_end;
   auto created = ctx_.sockets->Create(params, &app_end);
   if (!created.ok()) {
@@ -238,6 +295,8 @@ proto::Reply ControlClient::Handle(const proto::SocketRequest& req,
 }
 
 proto::Reply ControlClient::Handle(const proto::ConnectRequest& req) {
+  if (const int err = ConnectLimitRefusal(req.socket_id); err != 0)
+    return proto::ConnectReply{.err = err};
   proto::ConnectReply reply;
   BackendSocket* s = Authorized(req.socket_id);
   if (s == nullptr) {
@@ -248,7 +307,35 @@ proto::Reply ControlClient::Handle(const proto::ConnectRequest& req) {
     reply.err = EAFNOSUPPORT;
     return reply;
   }
-  reply.err = s->Connect(req.addr);
+  // Access policy (backend/policy.h), for a connect that would start: the rules see the
+  // destination the app asked for; an allowed one may be rewritten for the host.
+  proto::SockAddr target = req.addr;
+  if (std::shared_ptr<const Policy> policy = ctx_.policy ? ctx_.policy->current() : nullptr;
+      policy != nullptr && s->state() == SocketState::kIdle) {
+    if (const auto dest = PolicyEndpoint(req.addr)) {
+      const PolicyDecision d = DecidePolicyConnect(*policy, identity_, *dest);
+      if (!d.allowed) {
+        NoteDenial();
+        Log(LogLevel::kInfo,
+            "event=deny op=connect client={} uid={} pid={} exe={} socket={} dest={} rule={} "
+            "errno={}",
+            id_, cred_.uid, cred_.pid, Quoted(identity_.exe.empty() ? "?" : identity_.exe),
+            req.socket_id, proto::ToString(req.addr), d.RuleName(), ErrnoName(d.err));
+        reply.err = d.err;
+        return reply;
+      }
+      if (d.rewritten) {
+        target = PolicySockAddr(*d.rewritten, req.addr);
+        Log(LogLevel::kInfo,
+            "event=rewrite op=connect client={} uid={} pid={} exe={} socket={} dest={} to={} "
+            "rule={}#rewrite{}",
+            id_, cred_.uid, cred_.pid, Quoted(identity_.exe.empty() ? "?" : identity_.exe),
+            req.socket_id, proto::ToString(req.addr), proto::ToString(target), d.client->name,
+            d.rewrite_rule);
+      }
+    }
+  }
+  reply.err = s->Connect(target);
   ctx_.sockets->Settle(s);
   return reply;
 }
@@ -338,6 +425,7 @@ proto::Reply ControlClient::Handle(const proto::AttachRequest&, std::vector<Uniq
     }
   }
   authority_.insert(s->id());
+  ctx_.sockets->Adopt(*s, id_);  // limits: takes over the charge if its client is gone
   Log(LogLevel::kInfo, "event=attach socket={} client={} pid={} state={}", s->id(), id_, cred_.pid,
       listening ? "listening" : "stream");
   reply.ring_order = s->ring_order();
@@ -375,6 +463,22 @@ proto::Reply ControlClient::Handle(const proto::BindRequest& req) {
   if (req.addr.family == AF_INET6 && !(caps_ & proto::kCapIpv6)) {
     reply.err = EAFNOSUPPORT;
     return reply;
+  }
+  if (std::shared_ptr<const Policy> policy = ctx_.policy ? ctx_.policy->current() : nullptr;
+      policy != nullptr && s->state() == SocketState::kIdle) {
+    if (const auto local = PolicyEndpoint(req.addr)) {
+      const PolicyDecision d = DecidePolicyBind(*policy, identity_, *local);
+      if (!d.allowed) {
+        NoteDenial();
+        Log(LogLevel::kInfo,
+            "event=deny op=bind client={} uid={} pid={} exe={} socket={} dest={} rule={} "
+            "errno={}",
+            id_, cred_.uid, cred_.pid, Quoted(identity_.exe.empty() ? "?" : identity_.exe),
+            req.socket_id, proto::ToString(req.addr), d.RuleName(), ErrnoName(d.err));
+        reply.err = d.err;
+        return reply;
+      }
+    }
   }
   reply.err = ctx_.sockets->Bind(s, req.addr, &reply.addr);
   if (reply.err != 0) reply.addr = {};

@@ -6,6 +6,7 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "backend/fd.h"
 #include "backend/identity.h"
 #include "backend/log.h"
+#include "backend/policy.h"
 #include "backend/resolver.h"
 #include "backend/socket_table.h"
 #include "backend/stats.h"
@@ -31,7 +33,8 @@ struct ControlContext {
   SocketTable* sockets = nullptr;
   Stats* stats = nullptr;
   uint32_t default_ring_order = 0;
-  Resolver* resolver = nullptr;  // lookups; nullptr: answered EOPNOTSUPP
+  Resolver* resolver = nullptr;          // lookups; nullptr: answered EOPNOTSUPP
+  const PolicyHolder* policy = nullptr;  // access policy; nullptr: everything allowed
 };
 
 class ControlClient {
@@ -77,6 +80,14 @@ class ControlClient {
   void WatchFor(uint32_t events);
   bool Drop(LogLevel level, const char* event, std::string_view reason);
 
+  // Limits (backend/resource_limits.h, via ctx_.sockets->limits()). Refuse counts and logs
+  // (throttled per kind) one refusal and returns its errno. RequestAllowed: the request
+  // rate (hello and release are exempt). ConnectLimitRefusal: EAGAIN when the socket is
+  // idle and its client already has max_pending_connects connects in progress, else 0.
+  int Refuse(LimitKind kind);
+  bool RequestAllowed(proto::MsgType type);
+  int ConnectLimitRefusal(uint64_t socket_id);
+
   // Hands a lookup to the Resolver; the connection is not read until its reply is sent.
   bool StartLookup(uint32_t seq, proto::Request req);
 
@@ -114,6 +125,8 @@ class ControlClient {
   absl::flat_hash_set<uint64_t> authority_;
   std::optional<Outgoing> pending_;  // a reply the connection had no room for yet
   bool awaiting_lookup_ = false;     // a lookup is with the Resolver
+  TokenBucket request_rate_;         // --max-request-rate (unlimited without limits)
+  std::array<LogThrottle, kLimitKinds> limit_log_;
 };
 
 }  // namespace xsock::backend

@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "backend/backend_socket.h"
+#include "backend/host_stack.h"
 #include "backend/log.h"
 #include "backend/options.h"
+#include "backend/policy.h"
 #include "backend/server.h"
 #include "backend/xen/xen_main.h"
 
@@ -29,6 +31,17 @@ int main(int argc, char** argv) {
     std::fputs(VersionText().c_str(), stdout);
     return 0;
   }
+  if (cl->action == Action::kCheckConfig) {
+    const std::string& path = cl->options.config_path;
+    const PolicyParseResult r = ParsePolicyFile(path);
+    if (!r.policy) {
+      std::fprintf(stderr, "%s\n", PolicyErrorsText(r.errors).c_str());
+      return 1;
+    }
+    std::printf("%s: ok (%zu client blocks, %zu rules)\n", path.c_str(), r.policy->clients.size(),
+                r.policy->rule_count());
+    return 0;
+  }
   SetLogLevel(cl->options.log_level);
   SetLogFormat(cl->options.log_format);
   signal(SIGPIPE, SIG_IGN);
@@ -41,8 +54,17 @@ int main(int argc, char** argv) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);  // policy reload, also read from the signalfd
   sigprocmask(SIG_BLOCK, &stop, nullptr);
   if (cl->options.transport == Transport::kXen) return RunXenTransport(cl->options);
+  // --front xen: routed sockets' host side goes to dom0 over PVCalls. Installed before the
+  // server starts, destroyed after it (declared before `server`).
+  std::unique_ptr<HostStack> front;
+  if (cl->options.front == Front::kXen) {
+    front = StartXenFront(cl->options);
+    if (front == nullptr) return 1;
+    InstallHostStack(front.get());
+  }
 
   ServerOptions options;
   options.socket_path = cl->options.socket_path;
@@ -51,6 +73,9 @@ int main(int argc, char** argv) {
   options.admin.socket_path = AdminSocketPath(cl->options);
   options.admin.metrics_address = cl->options.metrics;
   options.admin.metrics_allow_remote = cl->options.metrics_allow_remote;
+  options.limits = cl->options.limits;
+  options.policy_path = cl->options.config_path;
+  options.policy_required = cl->options.config_given;
   auto server = Server::Create(options);
   if (!server.ok()) {
     std::fprintf(stderr, "xsockd: %s\n", std::string(server.status().message()).c_str());

@@ -133,6 +133,10 @@ std::string MetricsText(const AdminSources& src) {
   Sample(out, "xsockd_lookups_total", "result=\"timed_out\"", s.lookups_timed_out);
   Family(out, "xsockd_denials_total", "counter", "Calls refused by policy.");
   Sample(out, "xsockd_denials_total", "", s.denials);
+  Family(out, "xsockd_policy_reloads_total", "counter",
+         "Policy file reloads (SIGHUP), by result (rejected: the old policy was kept).");
+  Sample(out, "xsockd_policy_reloads_total", "result=\"ok\"", s.policy_reloads);
+  Sample(out, "xsockd_policy_reloads_total", "result=\"rejected\"", s.policy_reload_errors);
 
   // Per client: its live sockets and what they (and its closed ones) carried.
   const Table clients = ClientsTable(src);

@@ -26,6 +26,39 @@ Arg SplitArg(const std::string& a) {
 
 }  // namespace
 
+namespace {
+
+// The limit a --max-*/--memory-budget option sets, or nullptr for any other name.
+uint64_t* LimitField(LimitOptions& l, std::string_view name) {
+  if (name == "--max-sockets-per-client") return &l.max_sockets_per_client;
+  if (name == "--max-ring-memory-per-client") return &l.max_ring_memory_per_client;
+  if (name == "--max-pending-connects") return &l.max_pending_connects;
+  if (name == "--max-request-rate") return &l.max_request_rate;
+  if (name == "--memory-budget") return &l.memory_budget;
+  return nullptr;
+}
+
+// A decimal count; with `bytes`, an optional K, M or G suffix (powers of 1024).
+std::optional<uint64_t> ParseLimit(std::string_view text, bool bytes) {
+  uint64_t scale = 1;
+  if (bytes && !text.empty()) {
+    const char last = text.back();
+    if (last == 'K' || last == 'k') scale = uint64_t{1} << 10;
+    if (last == 'M' || last == 'm') scale = uint64_t{1} << 20;
+    if (last == 'G' || last == 'g') scale = uint64_t{1} << 30;
+    if (scale != 1) text.remove_suffix(1);
+  }
+  uint64_t n = 0;
+  if (text.empty() || text[0] == '-' || text[0] == '+' ||
+      !absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n)) {
+    return std::nullopt;
+  }
+  if (n > UINT64_MAX / scale) return std::nullopt;
+  return n * scale;
+}
+
+}  // namespace
+
 absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& args,
                                              const char* env_socket) {
   CommandLine cl;
@@ -38,10 +71,11 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       if (i + 1 >= args.size()) return Bad(fmt::format("option '{}' needs a value", arg.name));
       return args[++i];
     };
-    const bool takes_value = arg.name == "--socket" || arg.name == "--ring-order" ||
-                             arg.name == "--log-level" || arg.name == "--transport" ||
-                             arg.name == "--admin-socket" || arg.name == "--metrics" ||
-                             arg.name == "--log-format";
+    const bool takes_value =
+        arg.name == "--socket" || arg.name == "--ring-order" || arg.name == "--log-level" ||
+        arg.name == "--transport" || arg.name == "--front" || arg.name == "--admin-socket" ||
+        arg.name == "--metrics" || arg.name == "--log-format" || arg.name == "--config" ||
+        LimitField(cl.options.limits, arg.name) != nullptr;
     if (!takes_value && arg.value) {
       return Bad(fmt::format("option '{}' takes no value", arg.name));
     }
@@ -67,6 +101,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
         cl.options.transport = Transport::kXen;
       } else {
         return Bad(fmt::format("option '--transport': '{}' is not one of local, xen", *v));
+      }
+    } else if (arg.name == "--front") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (*v == "xen") {
+        cl.options.front = Front::kXen;
+      } else {
+        return Bad(fmt::format("option '--front': '{}' is not xen", *v));
       }
     } else if (arg.name == "--ring-order") {
       auto v = value();
@@ -104,6 +146,26 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       if (!v.ok()) return v.status();
       if (v->empty()) return Bad("option '--metrics': the address is empty");
       cl.options.metrics = *v;
+    } else if (arg.name == "--config") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return Bad("option '--config': the path is empty");
+      cl.options.config_path = *v;
+      cl.options.config_given = true;
+    } else if (uint64_t* field = LimitField(cl.options.limits, arg.name); field != nullptr) {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      const bool bytes =
+          arg.name == "--max-ring-memory-per-client" || arg.name == "--memory-budget";
+      const auto n = ParseLimit(*v, bytes);
+      if (!n) {
+        return Bad(fmt::format(
+            "option '{}': '{}' is not {}", arg.name, *v,
+            bytes ? "a byte count (suffix K, M or G allowed)" : "a non-negative integer"));
+      }
+      *field = *n;
+    } else if (arg.name == "--check-config") {
+      cl.action = Action::kCheckConfig;
     } else if (arg.name == "--metrics-allow-remote") {
       cl.options.metrics_allow_remote = true;
     } else if (arg.name == "-q" || arg.name == "--quiet") {
@@ -113,6 +175,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     } else {
       return Bad(fmt::format("unexpected argument '{}'", arg.name));
     }
+  }
+  if (cl.options.front == Front::kXen && cl.options.transport == Transport::kXen) {
+    return Bad("options '--front xen' (a domU) and '--transport xen' (dom0) exclude each other");
   }
   if (!cl.options.metrics.empty()) {
     // Checked here so that a remote address without --metrics-allow-remote is a usage
@@ -144,9 +209,12 @@ std::string HelpText() {
     host network stack (local transport)
 
 SYNOPSIS
-    xsockd [--transport local|xen] [--socket PATH] [--ring-order N] [--log-level LEVEL] [-q]
-           [--log-format logfmt|json] [--admin-socket PATH|none]
-           [--metrics [ADDR:]PORT [--metrics-allow-remote]]
+    xsockd [--transport local|xen] [--front xen] [--socket PATH] [--ring-order N]
+           [--log-level LEVEL] [-q] [--log-format logfmt|json] [--admin-socket PATH|none]
+           [--metrics [ADDR:]PORT [--metrics-allow-remote]] [--config FILE]
+           [--max-sockets-per-client N] [--max-ring-memory-per-client BYTES]
+           [--max-pending-connects N] [--max-request-rate N] [--memory-budget BYTES]
+    xsockd --check-config [--config FILE]
     xsockd --help | --version
 
 DESCRIPTION
@@ -173,6 +241,11 @@ OPTIONS
         local (default): serve libxsock.so applications on this host. xen: serve Xen
         guests' PVCalls frontends from dom0 (docs/xen.md); fails at start when not
         running on Xen or built without libxen-dev.
+    --front xen
+        In a Xen domU: serve local libxsock.so applications as usual, but carry every
+        routed socket's host side to dom0's xsockd --transport xen over PVCalls
+        (docs/xen.md). Needs the toolstack's pvcalls device (xl.cfg pvcalls =
+        [ "backend=0" ]); fails at start when not running on Xen.
     --socket PATH
         Listen on PATH (default {}). Overrides XSOCK_SOCKET.
     --ring-order N
@@ -197,6 +270,43 @@ OPTIONS
         metrics name clients' executables and have no authentication). Off by default.
     --metrics-allow-remote
         Allow --metrics on an address that is not loopback.
+    --config FILE
+        The access policy (default /etc/xsock/xsockd.conf): TOML, described in
+        docs/xsockd-policy.md and examples/xsockd.conf. Per client (matched by uid, gid,
+        executable, cgroup and network namespace, from the kernel), ordered allow/deny
+        rules for connect destinations and bind addresses/ports, and rewrites of
+        connect destinations. A denied connect gets ECONNREFUSED and a denied bind
+        EACCES unless the file says otherwise; each denial is counted and logged
+        (event=deny). Without the default file every call is allowed (a debug line);
+        a FILE named here must exist. A file with any error (reported as
+        FILE:LINE:COLUMN: message) stops the start with exit status 1.
+    --check-config
+        Parse the policy file (--config FILE, else the default) and exit without
+        starting: 0 after printing FILE: ok (N client blocks, M rules) on standard
+        output, 1 after printing every error as FILE:LINE:COLUMN: message on standard
+        error. A missing default file is an error here too.
+
+  Limits (0 means no limit; a refused call gets the errno the kernel would give for
+  the same shortage, is counted in limit_refusals and logged as event=limit, at most
+  once a second per client and kind; other clients are never affected):
+    --max-sockets-per-client N
+        Routed sockets one client (control connection) may hold, default 4096; the next
+        socket() fails with EMFILE, as at RLIMIT_NOFILE. Sockets accepted by a client's
+        listener count for that client.
+    --max-ring-memory-per-client BYTES
+        Ring memory (both rings and the state page of each socket) one client may hold,
+        default 256M (suffix K, M or G); a socket that would go over fails with ENOBUFS.
+    --max-pending-connects N
+        Connects in progress per client, default 128; the next connect() fails with
+        EAGAIN, as a connect that finds no free local resources.
+    --max-request-rate N
+        Control requests per second per client (a token bucket holding N), default 0
+        (off); a request over the rate is answered with EAGAIN and the connection kept.
+        Hello and release are never refused.
+    --memory-budget BYTES
+        Ring memory of all clients together, default 1G; a socket that would go over
+        fails with ENOBUFS whichever client asks.
+
     -h, --help
         Show this text and exit.
     -V, --version
@@ -211,6 +321,8 @@ FILES
         Default control socket.
     {}
         Default admin socket.
+    /etc/xsock/xsockd.conf
+        Default access policy (--config); re-read on SIGHUP.
 
 LOGGING
     One line per notable event on standard error: ts=<UTC time> level=<level>
@@ -218,18 +330,28 @@ LOGGING
     client or its sockets carry its identity: client, pid, uid, exe (client_connect also
     gid, netns, cgroup). Events: listening, client_connect, client_disconnect,
     protocol_error, socket_create, attach, connect_ok, connect_failed, eof, reset,
-    send_failed, ring_corrupt, release, socket_closed, shutdown (debug adds more).
+    send_failed, ring_corrupt, release, socket_closed, shutdown, deny (op, dest, rule),
+    rewrite, policy_loaded, policy_none, policy_reload (debug adds more).
 
 SIGNALS
     SIGTERM, SIGINT
         Close every client and socket, remove the socket file, exit 0.
+    SIGHUP
+        Re-read the policy file. A good file replaces the policy for every call from
+        then on (established connections are untouched; log event=policy_reload ok=1);
+        a bad or missing one is rejected and the old policy kept (warn
+        event=policy_reload ok=0 error="..."). Counted as policy_reloads and
+        policy_reload_errors in xsockctl stats.
     SIGPIPE
         Ignored (every send uses MSG_NOSIGNAL).
 
 EXIT STATUS
-    0   Stopped by SIGTERM or SIGINT, or --help / --version.
-    1   Could not start: socket path unusable, another xsockd is listening, or a
-        system call failed (the message names it and the errno).
+    0   Stopped by SIGTERM or SIGINT, or --help / --version, or --check-config found
+        the policy file good.
+    1   Could not start: socket path unusable, another xsockd is listening, the
+        policy file is bad (or missing when named with --config), or a system call
+        failed (the message names it and the errno); --check-config: the file has
+        errors or cannot be read.
     2   Invalid command line.
 
 EXAMPLES
@@ -237,6 +359,8 @@ EXAMPLES
         xsockd
     Run unprivileged on a private path with 64 KiB rings, quietly:
         XSOCK_SOCKET=$XDG_RUNTIME_DIR/xsock/xsockd.sock xsockd --ring-order 16 -q
+    Check a policy file, then make the running xsockd use it:
+        xsockd --check-config --config /etc/xsock/xsockd.conf && kill -HUP $(pidof xsockd)
     Stop it:
         kill -TERM $(pidof xsockd)
 )",

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "backend/log.h"
+#include "backend/resource_limits.h"
 #include "shared/socket_page.h"
 
 namespace xsock::backend {
@@ -19,8 +20,13 @@ inline constexpr char kDefaultSocketPath[] = "/run/xsock/xsockd.sock";
 // guests (backend/xen/, docs/xen.md).
 enum class Transport { kLocal, kXen };
 
+// --front xen: inside a Xen domU, carry routed sockets' host side to dom0 over PVCalls
+// (backend/xen/front_stack.h) instead of this machine's kernel.
+enum class Front { kNone, kXen };
+
 struct DaemonOptions {
   Transport transport = Transport::kLocal;
+  Front front = Front::kNone;
   std::string socket_path = kDefaultSocketPath;
   uint32_t ring_order = kDefaultRingOrder;
   LogLevel log_level = LogLevel::kInfo;
@@ -29,12 +35,18 @@ struct DaemonOptions {
   std::optional<std::string> admin_socket;
   std::string metrics;  // --metrics ADDR:PORT, "" = off
   bool metrics_allow_remote = false;
+  // --config FILE: the access policy (backend/policy.h, docs/xsockd-policy.md).
+  std::string config_path = "/etc/xsock/xsockd.conf";
+  bool config_given = false;  // named on the command line: a missing file is an error
+  // --max-sockets-per-client, --max-ring-memory-per-client, --max-pending-connects,
+  // --max-request-rate, --memory-budget (backend/resource_limits.h; 0 = no limit).
+  LimitOptions limits;
 };
 
 // The admin socket path for these options (see DaemonOptions::admin_socket).
 std::string AdminSocketPath(const DaemonOptions& options);
 
-enum class Action { kRun, kHelp, kVersion };
+enum class Action { kRun, kHelp, kVersion, kCheckConfig };  // kCheckConfig: --check-config
 
 struct CommandLine {
   Action action = Action::kRun;

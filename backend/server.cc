@@ -23,17 +23,22 @@ sigset_t StopSignals() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);  // re-read the policy file
   return set;
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& options) {
+  // The policy first: a bad file stops the start before the socket file exists.
+  PolicyHolder policy(options.policy_path, options.policy_required);
+  if (auto s = policy.Load(); !s.ok()) return s;
   auto loop = EventLoop::Create();
   if (!loop.ok()) return loop.status();
   auto listener = Listener::Open(options.socket_path);
   if (!listener.ok()) return listener.status();
   std::unique_ptr<Server> server(new Server(options, std::move(*loop), std::move(*listener)));
+  server->policy_ = std::move(policy);
   if (auto s = server->Init(); !s.ok()) return s;
   Log(LogLevel::kInfo, "event=listening socket={} pid={} ring_order={} version={}",
       Quoted(server->socket_path()), getpid(), options.ring_order, XSOCK_VERSION);
@@ -44,6 +49,7 @@ Server::Server(const ServerOptions& options, EventLoop loop, Listener listener)
     : options_(options),
       loop_(std::move(loop)),
       listener_(std::move(listener)),
+      limits_(options.limits, &stats_),
       sockets_(&loop_, &stats_),
       resolver_(
           &loop_, &stats_,
@@ -55,6 +61,7 @@ Server::Server(const ServerOptions& options, EventLoop loop, Listener listener)
 Server::~Server() { Shutdown(nullptr); }
 
 absl::Status Server::Init() {
+  sockets_.SetLimits(&limits_);
   if (auto s = sockets_.Init(); !s.ok()) return s;
   if (auto s = resolver_.Init(); !s.ok()) return s;
   if (!options_.admin.socket_path.empty() || !options_.admin.metrics_address.empty()) {
@@ -70,7 +77,7 @@ absl::Status Server::Init() {
   if (options_.handle_signals) {
     const sigset_t set = StopSignals();
     if (int rc = pthread_sigmask(SIG_BLOCK, &set, nullptr); rc != 0) {
-      return ErrnoError(rc, "block SIGTERM/SIGINT");
+      return ErrnoError(rc, "block SIGTERM/SIGINT/SIGHUP");
     }
     signal_fd_.reset(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
     if (!signal_fd_.valid()) return ErrnoError(errno, "signalfd");
@@ -82,6 +89,9 @@ absl::Status Server::Init() {
 }
 
 void Server::RequestStop() {
+  // The release store (acquired when the stop event is handled) orders what the caller
+  // did before asking, for ThreadSanitizer, which does not see eventfd as synchronisation.
+  stop_requested_.store(true, std::memory_order_release);
   const uint64_t one = 1;
   (void)!write(stop_fd_.get(), &one, sizeof(one));
 }
@@ -121,6 +131,7 @@ absl::Status Server::Run() {
           if (const char* sig = ReadSignal(); sig != nullptr) stop_reason = sig;
           break;
         case Source::kStop:
+          if (!stop_requested_.load(std::memory_order_acquire)) break;
           stop_reason = "stop_request";
           break;
       }
@@ -143,7 +154,7 @@ void Server::Accept() {
     const uint64_t id = next_client_id_++;
     auto client = std::make_unique<ControlClient>(
         id, std::move(fd), who,
-        ControlContext{&loop_, &sockets_, &stats_, options_.ring_order, &resolver_});
+        ControlContext{&loop_, &sockets_, &stats_, options_.ring_order, &resolver_, &policy_});
     if (auto s = client->Start(); !s.ok()) {
       Log(LogLevel::kWarn, "event=accept_failed error={}", Quoted(std::string(s.message())));
       continue;
@@ -186,6 +197,10 @@ const char* Server::ReadSignal() {
   while (read(signal_fd_.get(), &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
     if (info.ssi_signo == SIGTERM) name = "SIGTERM";
     if (info.ssi_signo == SIGINT) name = "SIGINT";
+    if (info.ssi_signo == SIGHUP) {
+      Log(LogLevel::kInfo, "event=signal signal=SIGHUP action=policy_reload");
+      policy_.Reload(&stats_);
+    }
   }
   return name;
 }

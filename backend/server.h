@@ -2,6 +2,7 @@
 // through a signalfd, and a stop request other threads (tests) can make.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 #include "backend/event_loop.h"
 #include "backend/fd.h"
 #include "backend/listener.h"
+#include "backend/policy.h"
 #include "backend/resolver.h"
 #include "backend/socket_table.h"
 #include "backend/stats.h"
@@ -31,6 +33,13 @@ struct ServerOptions {
   // Admin socket and metrics endpoint. The library's default is neither (an empty path);
   // xsockd's command line gives the admin socket a path next to the control socket.
   AdminOptions admin = {.socket_path = ""};
+  // Access policy file (backend/policy.h), re-read on SIGHUP when handle_signals. "": none
+  // (everything allowed). policy_required: a missing file is an error (--config), else
+  // allow-all with one info line (the default path).
+  std::string policy_path;
+  bool policy_required = false;
+  // Per-client and global limits (backend/resource_limits.h; 0 = none for each).
+  LimitOptions limits;
 };
 
 class Server {
@@ -54,6 +63,10 @@ class Server {
   uint16_t metrics_port() const { return admin_ ? admin_->metrics_port() : 0; }
   // Open admin and metrics connections (any thread; for tests).
   size_t admin_connections() const { return admin_ ? admin_->connections() : 0; }
+  // The policy in force (loop thread only; tests may Set() one).
+  PolicyHolder& policy() { return policy_; }
+  // Re-reads the policy file as SIGHUP does (loop thread only).
+  bool ReloadPolicy() { return policy_.Reload(&stats_); }
 
  private:
   Server(const ServerOptions& options, EventLoop loop, Listener listener);
@@ -70,6 +83,8 @@ class Server {
   EventLoop loop_;
   Listener listener_;
   Stats stats_;
+  PolicyHolder policy_{"", false};
+  Limits limits_;  // before sockets_, which charges it until it is destroyed
   // After loop_: sockets and clients unregister from it when destroyed.
   SocketTable sockets_;
   Resolver resolver_;
@@ -77,6 +92,7 @@ class Server {
   std::unique_ptr<AdminServer> admin_;  // reads clients_, sockets_, stats_
   UniqueFd signal_fd_;
   UniqueFd stop_fd_;
+  std::atomic<bool> stop_requested_{false};
   uint64_t next_client_id_ = 1;
   bool stopped_ = false;
 };

@@ -28,21 +28,37 @@ absl::StatusOr<BackendSocket*> SocketTable::Create(SocketParams params, UniqueFd
   params.id = next_id_++;
   auto sock = BackendSocket::Create(params, SocketEnv{loop_, stats_, this}, app_end);
   if (!sock.ok()) return sock.status();
-  return Insert(std::move(*sock));
+  return Insert(std::move(*sock), params.client_id);
 }
 
 absl::StatusOr<BackendSocket*> SocketTable::CreateAccepted(const BackendSocket& listener,
                                                            UniqueFd host, UniqueFd* app_end) {
   SocketParams params = listener.params();
+  uint64_t charge_to = params.client_id;
+  if (limits_ != nullptr) {
+    // The listener's client pays for what it accepts, within its own limits.
+    if (const uint64_t owner = limits_->OwnerOf(listener.id()); owner != 0) charge_to = owner;
+    const auto refused = limits_->CheckSocket(charge_to, SocketRingBytes(params.ring_order));
+    if (refused) {
+      limits_->CountRefusal(*refused);
+      if (auto suppressed = accept_limit_log_.Allow(limits_->Now())) {
+        Log(LogLevel::kWarn, "event=limit kind={} during=accept {} charged_to={} suppressed={}",
+            LimitKindName(*refused), listener.Who(), charge_to, *suppressed);
+      }
+      return ErrnoError(LimitErrno(*refused),
+                        fmt::format("limit {} reached", LimitKindName(*refused)));
+    }
+  }
   params.id = next_id_++;
   auto sock = BackendSocket::CreateAccepted(params, SocketEnv{loop_, stats_, this}, std::move(host),
                                             app_end);
   if (!sock.ok()) return sock.status();
-  return Insert(std::move(*sock));
+  return Insert(std::move(*sock), charge_to);
 }
 
-BackendSocket* SocketTable::Insert(std::unique_ptr<BackendSocket> sock) {
+BackendSocket* SocketTable::Insert(std::unique_ptr<BackendSocket> sock, uint64_t charge_to) {
   BackendSocket* s = sock.get();
+  if (limits_ != nullptr) limits_->Charge(s->id(), charge_to, SocketRingBytes(s->ring_order()));
   by_inode_[{s->app_dev(), s->app_ino()}] = s->id();
   sockets_[s->id()] = std::move(sock);
   stats_->sockets_now++;
@@ -81,6 +97,7 @@ int SocketTable::Listen(BackendSocket* s, int backlog, UniqueFd* app_end) {
   if (err == 0) {
     by_inode_.erase(before);
     by_inode_[{s->app_dev(), s->app_ino()}] = s->id();
+    if (limits_ != nullptr) limits_->SetBytes(s->id(), 0);  // a listener has no rings
   }
   Settle(s);
   return err;
@@ -123,10 +140,12 @@ void SocketTable::Settle(BackendSocket* s) {
     }
     by_inode_.erase({s->app_dev(), s->app_ino()});
     held_.erase(id);
+    if (limits_ != nullptr) limits_->Uncharge(id);
     sockets_.erase(id);
     stats_->sockets_now--;
     return;
   }
+  if (limits_ != nullptr) limits_->SetConnecting(id, s->state() == SocketState::kConnecting);
   if (s->held()) {
     if (held_.insert(id).second) {
       poll_interval_ms_ = kMinPollMs;
@@ -165,6 +184,7 @@ void SocketTable::ArmTimer(int ms) {
 void SocketTable::CloseAll() {
   held_.clear();
   by_inode_.clear();
+  if (limits_ != nullptr) limits_->UnchargeAll();
   stats_->sockets_now -= sockets_.size();
   sockets_.clear();
 }

@@ -15,6 +15,7 @@
 #include "backend/backend_socket.h"
 #include "backend/event_loop.h"
 #include "backend/fd.h"
+#include "backend/resource_limits.h"
 #include "backend/stats.h"
 
 namespace xsock::backend {
@@ -28,6 +29,16 @@ class SocketTable : public AcceptedSocketFactory {
 
   // Creates the poll timer and registers it with the loop.
   absl::Status Init();
+  // Per-client and global limits (nullptr: none). Every socket is charged from Insert to
+  // its free; accepted sockets are checked against them too (refused: the connection is
+  // closed). Set before the first socket.
+  void SetLimits(Limits* limits) { limits_ = limits; }
+  Limits* limits() const { return limits_; }
+  // A connection attached s: it takes over s's charge if the client s is charged to is
+  // gone (Limits::Adopt).
+  void Adopt(const BackendSocket& s, uint64_t client_id) {
+    if (limits_ != nullptr) limits_->Adopt(s.id(), client_id);
+  }
 
   // Creates a socket (params.id is assigned here). *app_end receives the app's channel end.
   absl::StatusOr<BackendSocket*> Create(SocketParams params, UniqueFd* app_end);
@@ -72,8 +83,14 @@ class SocketTable : public AcceptedSocketFactory {
     uint64_t bytes_to_host = 0;
     uint64_t bytes_from_host = 0;
   };
-  void AddClient(uint64_t client_id) { closed_[client_id] = {}; }
-  void RemoveClient(uint64_t client_id) { closed_.erase(client_id); }
+  void AddClient(uint64_t client_id) {
+    closed_[client_id] = {};
+    if (limits_ != nullptr) limits_->ClientConnected(client_id);
+  }
+  void RemoveClient(uint64_t client_id) {
+    closed_.erase(client_id);
+    if (limits_ != nullptr) limits_->ClientGone(client_id);
+  }
   ClientTotals ClosedTotals(uint64_t client_id) const {
     auto it = closed_.find(client_id);
     return it == closed_.end() ? ClientTotals{} : it->second;
@@ -86,7 +103,8 @@ class SocketTable : public AcceptedSocketFactory {
   // has not reported it yet: a kernel socket's close() frees its port at once, and the app
   // may already be binding it again. Returns how many sockets went.
   int ReapHungUp(uint64_t keep);
-  BackendSocket* Insert(std::unique_ptr<BackendSocket> sock);
+  // charge_to: the client the socket's memory is charged to (Limits).
+  BackendSocket* Insert(std::unique_ptr<BackendSocket> sock, uint64_t charge_to);
 
   EventLoop* loop_;
   Stats* stats_;
@@ -94,6 +112,8 @@ class SocketTable : public AcceptedSocketFactory {
   absl::flat_hash_map<std::pair<dev_t, ino_t>, uint64_t> by_inode_;
   absl::flat_hash_set<uint64_t> held_;
   absl::flat_hash_map<uint64_t, ClientTotals> closed_;  // by client id
+  Limits* limits_ = nullptr;
+  LogThrottle accept_limit_log_;  // refusals of accepted connections
   UniqueFd timer_;
   int poll_interval_ms_ = 1;
   uint64_t next_id_ = 1;

@@ -24,6 +24,19 @@ struct Stats {
   uint64_t lookups_timed_out = 0;  // answered EAI_AGAIN at the deadline
   // Calls refused by policy (0 until a policy exists).
   uint64_t denials = 0;
+  // SIGHUP re-reads of the policy file (backend/policy.h): applied, and rejected (the old
+  // policy kept).
+  uint64_t policy_reloads = 0;
+  uint64_t policy_reload_errors = 0;
+  // Calls refused by a limit (backend/limits.h), in all and by kind; ring memory charged
+  // to live sockets now (page and both rings each).
+  uint64_t limit_refusals = 0;
+  uint64_t limit_refusals_sockets = 0;
+  uint64_t limit_refusals_ring_memory = 0;
+  uint64_t limit_refusals_pending_connects = 0;
+  uint64_t limit_refusals_rate = 0;
+  uint64_t limit_refusals_budget = 0;
+  uint64_t ring_memory_now = 0;
 };
 
 // Every counter with its name, in a fixed order (admin `stats`, metrics, xsockctl).
@@ -41,6 +54,15 @@ inline std::vector<std::pair<const char*, uint64_t>> StatsCounters(const Stats& 
       {"lookups_refused", s.lookups_refused},
       {"lookups_timed_out", s.lookups_timed_out},
       {"denials", s.denials},
+      {"policy_reloads", s.policy_reloads},
+      {"policy_reload_errors", s.policy_reload_errors},
+      {"limit_refusals", s.limit_refusals},
+      {"limit_refusals_sockets", s.limit_refusals_sockets},
+      {"limit_refusals_ring_memory", s.limit_refusals_ring_memory},
+      {"limit_refusals_pending_connects", s.limit_refusals_pending_connects},
+      {"limit_refusals_rate", s.limit_refusals_rate},
+      {"limit_refusals_budget", s.limit_refusals_budget},
+      {"ring_memory_now", s.ring_memory_now},
   };
 }
 

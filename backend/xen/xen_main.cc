@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "backend/options.h"
+#include "backend/xen/front_stack.h"
 #include "backend/xen/xen_api.h"
 #include "backend/xen/xen_backend.h"
 
@@ -35,6 +36,32 @@ int RunXenTransport(const DaemonOptions& options) {
     return 1;
   }
   return 0;
+}
+
+std::string XenFrontUnavailableReason() {
+  if (access("/dev/xen", F_OK) != 0) return "not running on Xen (/dev/xen missing)";
+  if (access("/dev/xen/gntalloc", F_OK) != 0) {
+    return "not running on Xen or xen-gntalloc not loaded (/dev/xen/gntalloc missing)";
+  }
+  if (access("/dev/xen/evtchn", F_OK) != 0) {
+    return "not running on Xen or xen-evtchn not loaded (/dev/xen/evtchn missing)";
+  }
+  return "";
+}
+
+std::unique_ptr<HostStack> StartXenFront(const DaemonOptions& options) {
+  (void)options;
+  if (const std::string why = XenFrontUnavailableReason(); !why.empty()) {
+    std::fprintf(stderr, "xsockd: --front xen: %s\n", why.c_str());
+    return nullptr;
+  }
+  auto front = xen::FrontStack::Create(xen::RealXenApi(), xen::FrontStackOptions{});
+  if (!front.ok()) {
+    std::fprintf(stderr, "xsockd: --front xen: %s\n",
+                 std::string(front.status().message()).c_str());
+    return nullptr;
+  }
+  return std::move(*front);
 }
 
 }  // namespace xsock::backend

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Per-client limits (issue 5, item 4) with real processes: xsockd runs with
+# --max-sockets-per-client 8. A routed python3 client (empty netns, through libxsock.so)
+# opens connections to the echo server and keeps them until one fails: the 9th must fail
+# with EMFILE, the first 8 must echo. While it holds its 8, a second routed process
+# transfers 16 MiB with the hash checked (another client's limit is not its own). After
+# the first exits, sockets_now returns to the baseline and limit_refusals counted it; a new
+# client gets its 8 sockets again.
+source "$(dirname "$0")/lib.sh"
+require_root_and_netns
+ROUTE=127.0.0.0/8
+
+start_xsockd --max-sockets-per-client 8
+start_echo_server --bind 127.0.0.1
+
+stats_snapshot "$WORK/base"
+
+cat >"$WORK/hog.py" <<'PY'
+import errno, socket, sys, time
+port = int(sys.argv[1]); hold = sys.argv[2]
+held = []
+for i in range(1, 13):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except OSError as e:
+        print(f"connection {i}: {errno.errorcode.get(e.errno, e.errno)}", flush=True)
+        break
+    s.sendall(b"ping %d" % i)
+    got = s.recv(64)
+    if got != b"ping %d" % i:
+        print(f"connection {i}: wrong echo {got!r}", flush=True)
+        sys.exit(1)
+    held.append(s)
+    print(f"connection {i}: ok", flush=True)
+# Hold the sockets until told to go (the file appears), bounded.
+for _ in range(600):
+    try:
+        open(hold).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+print(f"held {len(held)}", flush=True)
+PY
+
+routed timeout -k 5 60 "$PYTHON3" "$WORK/hog.py" "$ECHO_PORT" "$WORK/go" >"$WORK/hog.out" 2>&1 &
+hog=$!
+BACKGROUND_PIDS+=("$hog")
+for ((i = 0; i < 200; i++)); do grep -q "^connection 9:" "$WORK/hog.out" 2>/dev/null && break; sleep 0.05; done
+cat "$WORK/hog.out"
+for ((i = 1; i <= 8; i++)); do
+  grep -qx "connection $i: ok" "$WORK/hog.out" || fail "connection $i of the first client did not echo"
+done
+grep -qx "connection 9: EMFILE" "$WORK/hog.out" ||
+  fail "the 9th connection of a client limited to 8 sockets did not fail with EMFILE"
+
+log "second client, 16 MiB, while the first holds its 8 sockets"
+routed timeout -k 5 60 "$STREAM_CHECK" --mode epoll-et --bytes 16M --stall-timeout 10 \
+  127.0.0.1 "$ECHO_PORT" >"$WORK/good.out" 2>&1
+rc=$?
+cat "$WORK/good.out"
+expect_status "the second client's transfer" 0 "$rc" "$WORK/good.out"
+
+touch "$WORK/go"
+wait "$hog"
+expect_status "the first client" 0 $? "$WORK/hog.out"
+grep -qx "held 8" "$WORK/hog.out" || fail "the first client did not hold exactly 8 sockets"
+expect_sockets_released "$WORK/base"
+grep -q "event=limit kind=sockets" "$XSOCKD_LOG" || fail "xsockd did not log the refusal (event=limit kind=sockets)"
+if [[ -n ${XSOCKCTL:-} ]]; then
+  refusals=$(timeout 10 "$XSOCKCTL" --admin-socket "$(dirname "$SOCK")/xsockd-admin.sock" stats 2>/dev/null |
+             awk '$1 == "limit_refusals" {print $2}')
+  log "xsockctl stats: limit_refusals ${refusals:-missing}"
+  [[ ${refusals:-0} -ge 1 ]] || fail "limit_refusals did not count the refusal"
+fi
+
+rm -f "$WORK/go"
+touch "$WORK/go"
+routed timeout -k 5 60 "$PYTHON3" "$WORK/hog.py" "$ECHO_PORT" "$WORK/go" >"$WORK/again.out" 2>&1
+grep -qx "connection 8: ok" "$WORK/again.out" && grep -qx "connection 9: EMFILE" "$WORK/again.out" ||
+  { show_file "new client" "$WORK/again.out"; fail "a new client did not get exactly 8 sockets again"; }
+log "PASS"
