@@ -3,8 +3,8 @@
 // in short:
 //
 //   [settings]
-//   connect_deny_errno = "ECONNREFUSED"  # ECONNREFUSED | EACCES | EPERM | ENETUNREACH |
-//   EHOSTUNREACH bind_deny_errno = "EACCES"           # EACCES | EPERM | EADDRNOTAVAIL
+//   connect_deny_errno = "ECONNREFUSED"  # or EACCES, EPERM, ENETUNREACH, EHOSTUNREACH
+//   bind_deny_errno = "EACCES"           # or EPERM, EADDRNOTAVAIL
 //   connect_default = "allow"            # clients no [[client]] block matches
 //   bind_default = "allow"
 //
@@ -162,7 +162,7 @@ class PolicyHolder {
   // required: a missing file is an error (named with --config) rather than allow-all.
   PolicyHolder(std::string path, bool required) : path_(std::move(path)), required_(required) {}
 
-  // At start: loads the file. A missing file that is not required: allow-all and one info
+  // At start: loads the file. A missing file that is not required: allow-all and one debug
   // line; otherwise a missing or bad file is an error (every error line in the message).
   absl::Status Load();
   // SIGHUP: re-reads the file. On success the new policy replaces the old one (log
