@@ -17,6 +17,8 @@ packages=(
   qemu-system-x86 cpio
   # tests/integration/resolve_backend.sh: a DNS server on a test namespace's loopback
   dnsmasq-base
+  # tests/integration/systemd_unit.sh: systemd-analyze verify of examples/xsockd.service
+  systemd
   # tests/compat: the real-program matrix (ssh, telnet, redis, iperf3) and diagnosis
   openssh-server openssh-client inetutils-telnetd inetutils-telnet inetutils-inetd expect
   redis-server redis-tools iperf3 strace
