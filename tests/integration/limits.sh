@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Per-client limits (issue 5, item 4) with real processes: xsockd runs with
-# --max-sockets-per-client 8. A routed python3 client (empty netns, through libxsock.so)
+# Per-client and global limits (issue 5, item 4) with real processes. Part 1: xsockd runs
+# with --max-sockets-per-client 8. A routed python3 client (empty netns, through libxsock.so)
 # opens connections to the echo server and keeps them until one fails: the 9th must fail
 # with EMFILE, the first 8 must echo. While it holds its 8, a second routed process
 # transfers 16 MiB with the hash checked (another client's limit is not its own). After
 # the first exits, sockets_now returns to the baseline and limit_refusals counted it; a new
-# client gets its 8 sockets again.
+# client gets its 8 sockets again. Part 2: --max-ring-memory-per-client 1100K gives ENOBUFS
+# at a client's 3rd socket; part 3: --memory-budget 1536K gives ENOBUFS to the first
+# client's 3rd socket and to a second client's 1st.
 source "$(dirname "$0")/lib.sh"
 require_root_and_netns
 ROUTE=127.0.0.0/8
@@ -78,4 +80,30 @@ touch "$WORK/go"
 routed timeout -k 5 60 "$PYTHON3" "$WORK/hog.py" "$ECHO_PORT" "$WORK/go" >"$WORK/again.out" 2>&1
 grep -qx "connection 8: ok" "$WORK/again.out" && grep -qx "connection 9: EMFILE" "$WORK/again.out" ||
   { show_file "new client" "$WORK/again.out"; fail "a new client did not get exactly 8 sockets again"; }
+# Ring memory: each socket costs its memfd (page + two 256 KiB rings = 528384 bytes).
+# 1100 KiB per client admits two; the third fails with ENOBUFS.
+stop_xsockd
+start_xsockd --max-ring-memory-per-client 1100K
+routed timeout -k 5 60 "$PYTHON3" "$WORK/hog.py" "$ECHO_PORT" "$WORK/go" >"$WORK/ring.out" 2>&1
+grep -qx "connection 2: ok" "$WORK/ring.out" && grep -qx "connection 3: ENOBUFS" "$WORK/ring.out" ||
+  { show_file "ring memory" "$WORK/ring.out"; fail "a client limited to 1100 KiB of ring memory did not get ENOBUFS at its 3rd socket"; }
+log "ring memory limit: 2 sockets, then ENOBUFS"
+
+# The global budget: 1.5 MiB for everyone. The first client holds two sockets (1056768
+# bytes); a second client's first socket would go over: ENOBUFS, whoever asks.
+stop_xsockd
+start_xsockd --memory-budget 1536K
+rm -f "$WORK/go"
+routed timeout -k 5 60 "$PYTHON3" "$WORK/hog.py" "$ECHO_PORT" "$WORK/go" >"$WORK/budget1.out" 2>&1 &
+first=$!
+for ((i = 0; i < 200; i++)); do grep -q "^connection 3:" "$WORK/budget1.out" 2>/dev/null && break; sleep 0.05; done
+grep -qx "connection 2: ok" "$WORK/budget1.out" && grep -qx "connection 3: ENOBUFS" "$WORK/budget1.out" ||
+  { show_file "budget, first client" "$WORK/budget1.out"; fail "the first client did not get ENOBUFS at its 3rd socket under a 1.5 MiB budget"; }
+touch "$WORK/go.second"
+routed timeout -k 5 60 "$PYTHON3" "$WORK/hog.py" "$ECHO_PORT" "$WORK/go.second" >"$WORK/budget2.out" 2>&1
+grep -qx "connection 1: ENOBUFS" "$WORK/budget2.out" ||
+  { show_file "budget, second client" "$WORK/budget2.out"; fail "a second client did not get ENOBUFS while the budget was used up"; }
+touch "$WORK/go"
+wait "$first"
+log "global budget: the first client's 3rd socket and the second client's 1st got ENOBUFS"
 log "PASS"
