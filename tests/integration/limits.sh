@@ -7,7 +7,9 @@
 # the first exits, sockets_now returns to the baseline and limit_refusals counted it; a new
 # client gets its 8 sockets again. Part 2: --max-ring-memory-per-client 1100K gives ENOBUFS
 # at a client's 3rd socket; part 3: --memory-budget 1536K gives ENOBUFS to the first
-# client's 3rd socket and to a second client's 1st.
+# client's 3rd socket and to a second client's 1st; part 4: --max-request-rate 4 answers
+# the 3rd connect in a row EAGAIN and serves again after a refill; part 5:
+# --max-pending-connects 2 refuses a 3rd connect in progress with EAGAIN.
 source "$(dirname "$0")/lib.sh"
 require_root_and_netns
 ROUTE=127.0.0.0/8
@@ -106,4 +108,64 @@ grep -qx "connection 1: ENOBUFS" "$WORK/budget2.out" ||
 touch "$WORK/go"
 wait "$first"
 log "global budget: the first client's 3rd socket and the second client's 1st got ENOBUFS"
+
+# Request rate: 4 requests a second (burst 4); a routed connect costs two (socket and
+# connect), so the 3rd connect in a row is answered EAGAIN and the connection is kept:
+# after the bucket refills, the same process connects again.
+stop_xsockd
+start_xsockd --max-request-rate 4
+cat >"$WORK/rate.py" <<'PY'
+import errno, socket, sys, time
+port = int(sys.argv[1]); held = []
+def attempt(tag):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=10)); print(tag, "ok")
+    except OSError as e:
+        print(tag, errno.errorcode.get(e.errno, e.errno))
+for i in range(1, 4):
+    attempt(f"connection {i}:")
+time.sleep(1.5)  # the bucket refills (4 tokens a second); not a timing assertion
+attempt("after refill:")
+PY
+routed timeout -k 5 60 "$PYTHON3" "$WORK/rate.py" "$ECHO_PORT" >"$WORK/rate.out" 2>&1
+cat "$WORK/rate.out"
+grep -qx "connection 2: ok" "$WORK/rate.out" && grep -qx "connection 3: EAGAIN" "$WORK/rate.out" &&
+  grep -qx "after refill: ok" "$WORK/rate.out" ||
+  fail "the request rate limit did not give EAGAIN at the 3rd connect and service again after a refill"
+grep -q "event=limit kind=rate" "$XSOCKD_LOG" || fail "no event=limit kind=rate line"
+
+# Pending connects: 2 per client. The host fills a listen(0) socket's accept queue, so the
+# kernel drops further SYNs and routed connects to it stay in progress; the 3rd nonblocking
+# connect is refused with EAGAIN.
+stop_xsockd
+start_xsockd --max-pending-connects 2
+cat >"$WORK/full.py" <<'PY'
+import socket, sys, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(0)
+print(l.getsockname()[1], flush=True)
+fill = []
+for _ in range(3):
+    c = socket.socket(); c.setblocking(False)
+    c.connect_ex(l.getsockname()); fill.append(c)
+time.sleep(float(sys.argv[1]))
+PY
+"$PYTHON3" "$WORK/full.py" 30 >"$WORK/full.out" 2>&1 &
+BACKGROUND_PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do [[ -s $WORK/full.out ]] && break; sleep 0.05; done
+full_port=$(head -1 "$WORK/full.out")
+sleep 0.2
+cat >"$WORK/pending.py" <<'PY'
+import errno, socket, sys
+port = int(sys.argv[1]); held = []
+for i in range(1, 5):
+    s = socket.socket(); s.setblocking(False)
+    r = s.connect_ex(("127.0.0.1", port)); held.append(s)
+    print(f"connect {i}:", errno.errorcode.get(r, r) if r else "connected")
+PY
+routed timeout -k 5 30 "$PYTHON3" "$WORK/pending.py" "$full_port" >"$WORK/pending.out" 2>&1
+cat "$WORK/pending.out"
+grep -qx "connect 1: EINPROGRESS" "$WORK/pending.out" && grep -qx "connect 2: EINPROGRESS" "$WORK/pending.out" &&
+  grep -qx "connect 3: EAGAIN" "$WORK/pending.out" ||
+  fail "the 3rd pending connect of a client limited to 2 was not refused with EAGAIN"
+grep -q "event=limit kind=pending_connects" "$XSOCKD_LOG" || fail "no event=limit kind=pending_connects line"
 log "PASS"
