@@ -22,6 +22,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -196,6 +197,7 @@ class Receiver {
         max_chunk_(o.max_chunk),
         progress_(o.progress),
         wait_for_eof_(o.half_close),
+        seed_(o.seed),
         expected_(o.seed),
         sizes_(o.seed ^ 0xEC40EC40ull),
         buf_(o.max_chunk),
@@ -215,7 +217,8 @@ class Receiver {
     if (std::memcmp(want_.data(), buf_.data(), n) != 0) {
       size_t i = 0;
       while (want_[i] == buf_[i]) ++i;
-      DataError("content differs at offset " + std::to_string(received_ + i));
+      DataError("content differs at offset " + std::to_string(received_ + i) +
+                Locate(received_ + i, buf_.data() + i, n - i));
     }
     hash_.Update(buf_.data(), n);
     const uint64_t before = received_;
@@ -227,6 +230,72 @@ class Receiver {
     }
     if (!wait_for_eof_ && received_ == total_) eof_ = true;
   }
+  // Diagnosis of a difference: where in the stream the received bytes belong (a repeat of
+  // earlier bytes, bytes from later, or nothing the sender produced), searched within
+  // 8 MiB either side.
+  std::string Locate(uint64_t at, const unsigned char* got, size_t len) const {
+    const size_t probe = std::min<size_t>(len, 64);
+    if (probe < 8) return " (too few bytes received there to locate them)";
+    const uint64_t window = 8u << 20;
+    const uint64_t from = at > window ? at - window : 0;
+    std::vector<unsigned char> stream(static_cast<size_t>(at + window - from) + probe);
+    ByteStream regen(seed_);
+    std::vector<unsigned char> skip(1 << 16);
+    for (uint64_t left = from; left > 0;) {
+      const size_t step = static_cast<size_t>(std::min<uint64_t>(left, skip.size()));
+      regen.Fill(skip.data(), step);
+      left -= step;
+    }
+    regen.Fill(stream.data(), stream.size());
+    std::string found;
+    for (size_t pos = 0; pos + probe <= stream.size(); ++pos) {
+      if (std::memcmp(stream.data() + pos, got, probe) == 0) {
+        const int64_t delta = static_cast<int64_t>(from + pos) - static_cast<int64_t>(at);
+        found += (found.empty() ? "" : ", ") + std::to_string(from + pos) + " (" +
+                 (delta > 0 ? "+" : "") + std::to_string(delta) + ")";
+        if (found.size() > 200) break;
+      }
+    }
+    // What the difference looks like: bytes received and expected, and how long the run of
+    // differing bytes is (until 64 bytes match again) within what this read returned.
+    std::vector<unsigned char> want(len);
+    ByteStream again(seed_);
+    for (uint64_t left = at; left > 0;) {
+      const size_t step = static_cast<size_t>(std::min<uint64_t>(left, skip.size()));
+      again.Fill(skip.data(), step);
+      left -= step;
+    }
+    again.Fill(want.data(), want.size());
+    size_t run = 0;
+    for (size_t same = 0; run < len && same < 64; ++run)
+      same = got[run] == want[run] ? same + 1 : 0;
+    size_t zeros = 0;
+    for (size_t k = 0; k < run; ++k) zeros += got[k] == 0;
+    std::string hex = " got";
+    for (size_t k = 0; k < std::min<size_t>(len, 16); ++k) hex += fmt_hex(got[k]);
+    hex += " want";
+    for (size_t k = 0; k < std::min<size_t>(len, 16); ++k) hex += fmt_hex(want[k]);
+    hex += " got_text=\"";
+    for (size_t k = 0; k < std::min<size_t>(len, 160); ++k) {
+      const unsigned char c = got[k];
+      hex += c >= 0x20 && c < 0x7f && c != '\\' && c != '"' ? std::string(1, static_cast<char>(c))
+                                                            : "\\x" + fmt_hex(c).substr(1);
+    }
+    hex += "\"";
+    hex += " differing_run=" + std::to_string(run) + " zeros_in_run=" + std::to_string(zeros) +
+           " read_len=" + std::to_string(len);
+    if (found.empty()) {
+      return hex + " (the " + std::to_string(probe) +
+             " bytes received there are nowhere within 8 MiB of it in the stream sent)";
+    }
+    return hex + " (the " + std::to_string(probe) + " bytes received there were sent at offset " +
+           found + ")";
+  }
+  static std::string fmt_hex(unsigned char c) {
+    static const char d[] = "0123456789abcdef";
+    return std::string(1, ' ') + d[c >> 4] + d[c & 15];
+  }
+
   void GotEof() {
     if (received_ != total_) {
       DataError("EOF after " + std::to_string(received_) + " of " + std::to_string(total_) +
@@ -242,6 +311,7 @@ class Receiver {
   uint64_t max_chunk_;
   uint64_t progress_;
   bool wait_for_eof_;
+  uint64_t seed_;
   ByteStream expected_;
   SplitMix64 sizes_;
   std::vector<unsigned char> buf_;
