@@ -32,6 +32,24 @@ inline constexpr uint32_t kCmdListen = 4;
 inline constexpr uint32_t kCmdAccept = 5;
 inline constexpr uint32_t kCmdPoll = 6;
 
+// ---- the xsock extension (docs/xen.md "The xsock extension") ---------------------------
+// Negotiated per frontend: the backend publishes kExtFeatureNode = "1" beside `versions`,
+// a frontend that wants it writes kExtFrontendNode = "1" before Initialised. Without both,
+// these numbers are unknown commands (-ENOTSUPP), as for any standard backend. They lie far
+// from the standard 0..6 ("xs" in the top half) so that no future PVCalls command collides.
+inline constexpr char kExtFeatureNode[] = "feature-xsock-ext";  // backend directory
+inline constexpr char kExtFrontendNode[] = "xsock-ext";         // frontend directory
+inline constexpr uint32_t kCmdExtShutdown = 0x78730001;
+inline constexpr uint32_t kCmdExtSetSockOpt = 0x78730002;
+inline constexpr uint32_t kCmdExtGetSockOpt = 0x78730003;
+inline constexpr uint32_t kCmdExtGetSockName = 0x78730004;
+inline constexpr uint32_t kCmdExtGetPeerName = 0x78730005;
+inline constexpr bool IsExtCommand(uint32_t cmd) {
+  return cmd >= kCmdExtShutdown && cmd <= kCmdExtGetPeerName;
+}
+// Largest option value carried (SO_LINGER's struct linger is 8 bytes).
+inline constexpr uint32_t kExtMaxOptLen = 32;
+
 // Grant pages are 4 KiB (XEN_PAGE_SIZE) whatever the host's page size.
 inline constexpr size_t kPageSize = 4096;
 inline constexpr uint32_t kPageShift = 12;
@@ -104,10 +122,26 @@ struct Request {
     struct {
       uint64_t id;
     } poll;
+    // Extension requests (only after negotiation).
+    struct {
+      uint64_t id;
+      uint32_t how;  // SHUT_RD, SHUT_WR or SHUT_RDWR
+    } ext_shutdown;
+    struct {
+      uint64_t id;
+      uint32_t level;
+      uint32_t name;
+      uint32_t len;  // 1..kExtMaxOptLen bytes of value (getsockopt: the buffer size)
+      uint8_t value[32];
+    } ext_sockopt;  // setsockopt and getsockopt
+    struct {
+      uint64_t id;
+    } ext_name;  // getsockname and getpeername
     uint8_t dummy[56];
   } u;
 };
 static_assert(sizeof(Request) == 64);
+static_assert(offsetof(Request, u) == 8 && sizeof(Request{}.u.ext_sockopt) <= 56);
 
 // struct xen_pvcalls_response: 24 bytes.
 struct Response {
@@ -118,6 +152,18 @@ struct Response {
   uint64_t id;  // every command echoes one socket id (accept: the listener's)
 };
 static_assert(sizeof(Response) == 24);
+
+// An extension response: the standard 24 bytes, then a payload in the slot's remaining 40
+// bytes (slots are 64 bytes, kSlotSize). getsockopt: the value; getsockname/getpeername: a
+// sockaddr_in or sockaddr_in6. len says how many payload bytes count; a frontend copies the
+// whole slot once, then checks len <= sizeof(data) before using data.
+struct ExtResponse {
+  Response base;
+  uint32_t len;
+  uint8_t pad[4];
+  uint8_t data[32];
+};
+static_assert(sizeof(ExtResponse) == 64);
 
 // The command ring page (DEFINE_RING_TYPES(xen_pvcalls, ...) in one 4 KiB page): the
 // sring header, then slots of max(request, response) bytes.
@@ -137,9 +183,9 @@ static_assert(sizeof(SringHeader) + 2 * kCommandRingSize * kSlotSize > kPageSize
 
 // struct pvcalls_data_intf, the indexes page of one data ring. ref[] follows ring_order.
 struct DataIntf {
-  uint32_t in_cons;   // frontend-written
-  uint32_t in_prod;   // backend-written
-  int32_t in_error;   // backend-written: negative errno; -ENOTCONN after an orderly EOF
+  uint32_t in_cons;  // frontend-written
+  uint32_t in_prod;  // backend-written
+  int32_t in_error;  // backend-written: negative errno; -ENOTCONN after an orderly EOF
   uint8_t pad1[52];
   uint32_t out_cons;  // backend-written
   uint32_t out_prod;  // frontend-written
@@ -195,10 +241,10 @@ struct Inet4 {
 
 struct Checked {
   Verdict verdict = Verdict::kReject;
-  int32_t error = 0;   // kReject: the negative errno to answer
+  int32_t error = 0;        // kReject: the negative errno to answer
   const char* reason = "";  // kReject/kGarbage: why, for the log
-  Inet4 inet{};        // connect, bind: the address
-  uint32_t backlog = 0;  // listen: clamped to kMaxBacklog
+  Inet4 inet{};             // connect, bind: the address
+  uint32_t backlog = 0;     // listen: clamped to kMaxBacklog
 };
 
 inline constexpr uint32_t kMaxBacklog = 4096;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -13,6 +14,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -94,6 +96,9 @@ struct XenSocket {
   bool in_done = false;   // in_error written: nothing more goes into `in`
   bool out_done = false;  // out_error written: nothing more is taken from `out`
   bool host_writable = true;
+  // Extension: a SHUTDOWN(SHUT_WR/RDWR) waiting for `out` to drain, so it never overtakes
+  // bytes the frontend produced before it.
+  std::optional<Request> pending_shutdown;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
 };
@@ -106,6 +111,7 @@ struct Frontend {
   bool watching = false;
   bool connected = false;
   bool cut_off = false;
+  bool ext = false;  // the xsock extension was negotiated
   XenbusState published = XenbusState::kUnknown;
   void* ring_page = nullptr;
   uint32_t port = 0;
@@ -166,6 +172,13 @@ struct XenBackend::Impl {
   void CmdListen(Frontend& fe, const Request& r, const pvcalls::Checked& c);
   void CmdAccept(Frontend& fe, const Request& r);
   void CmdPoll(Frontend& fe, const Request& r);
+  // The xsock extension.
+  void ExecuteExt(Frontend& fe, const Request& r);
+  void RespondExt(Frontend& fe, const Request& r, int32_t ret, const void* data, uint32_t len);
+  void CmdExtShutdown(Frontend& fe, const Request& r);
+  int32_t ApplyShutdown(XenSocket& s, uint32_t how);
+  void CmdExtSockOpt(Frontend& fe, const Request& r);
+  void CmdExtName(Frontend& fe, const Request& r);
 
   // Sockets.
   XenSocket* Find(Frontend& fe, uint64_t id);
@@ -237,8 +250,8 @@ absl::Status XenBackend::Impl::Open() {
     if (signal_fd < 0) return Errno("signalfd");
     if (auto s = add(signal_fd, Token(kSignal, 0)); !s.ok()) return s;
   }
-  backend_root = fmt::format("/local/domain/{}/backend/{}", options.backend_domid,
-                             pvcalls::kDeviceName);
+  backend_root =
+      fmt::format("/local/domain/{}/backend/{}", options.backend_domid, pvcalls::kDeviceName);
   if (!api.xs_watch(xs, backend_root.c_str(), kBackendWatchToken)) {
     return Errno("xs_watch " + backend_root);
   }
@@ -370,6 +383,7 @@ void XenBackend::Impl::Rescan() {
     Write(fe->back + "/versions", pvcalls::kProtocolVersion);
     Write(fe->back + "/max-page-order", std::to_string(options.max_ring_order));
     Write(fe->back + "/function-calls", pvcalls::kFunctionCalls);
+    if (options.extension) Write(fe->back + "/" + pvcalls::kExtFeatureNode, "1");
     Publish(*fe, XenbusState::kInitWait);
     const std::string state_path = fe->front + "/state";
     fe->watching = api.xs_watch(xs, state_path.c_str(), fe->token.c_str());
@@ -400,8 +414,8 @@ void XenBackend::Impl::OnFrontendState(Frontend& fe) {
       break;
     case XenbusState::kInitialising:
       // A frontend starting again after a close.
-      if (!fe.connected && (fe.published == XenbusState::kClosed ||
-                            fe.published == XenbusState::kClosing)) {
+      if (!fe.connected &&
+          (fe.published == XenbusState::kClosed || fe.published == XenbusState::kClosing)) {
         Publish(fe, XenbusState::kInitWait);
       }
       break;
@@ -425,16 +439,15 @@ bool XenBackend::Impl::ConnectFrontend(Frontend& fe) {
   void* page = api.gnttab_map_grant_ref(gnt, fe.domid, *ref, PROT_READ | PROT_WRITE);
   if (page == nullptr) {
     Log(LogLevel::kWarn, "event=frontend_handshake_failed domid={} reason={}", fe.domid,
-        Quoted(fmt::format("map grant ref {} from dom {}: {}", *ref, fe.domid,
-                           ErrnoName(errno))));
+        Quoted(fmt::format("map grant ref {} from dom {}: {}", *ref, fe.domid, ErrnoName(errno))));
     Publish(fe, XenbusState::kClosing);
     return false;
   }
   const int local = api.evtchn_bind_interdomain(evt, fe.domid, *port);
   if (local < 0) {
     Log(LogLevel::kWarn, "event=frontend_handshake_failed domid={} reason={}", fe.domid,
-        Quoted(fmt::format("bind event channel {} of dom {}: {}", *port, fe.domid,
-                           ErrnoName(errno))));
+        Quoted(
+            fmt::format("bind event channel {} of dom {}: {}", *port, fe.domid, ErrnoName(errno))));
     api.gnttab_unmap(gnt, page, 1);
     Publish(fe, XenbusState::kClosing);
     return false;
@@ -449,14 +462,18 @@ bool XenBackend::Impl::ConnectFrontend(Frontend& fe) {
   fe.rsp_prod_pvt = 0;
   fe.rsp_prod_published = 0;
   (void)sring;
+  // The extension only if we offered it and the frontend asked (a guest-written value).
+  const auto ext_text = Read(fe.front + "/" + pvcalls::kExtFrontendNode);
+  const auto ext = ext_text ? pvcalls::ParseXsUint(*ext_text) : std::nullopt;
+  fe.ext = options.extension && ext == 1u;
   fe.connected = true;
   Publish(fe, XenbusState::kConnected);
   {
     std::lock_guard lock(stats_mu);
     ++stats.frontends_connected;
   }
-  Log(LogLevel::kInfo, "event=frontend_connected domid={} ring_ref={} port={}", fe.domid, *ref,
-      *port);
+  Log(LogLevel::kInfo, "event=frontend_connected domid={} ring_ref={} port={} ext={}", fe.domid,
+      *ref, *port, fe.ext ? 1 : 0);
   ServeCommands(fe);
   return true;
 }
@@ -599,6 +616,7 @@ void XenBackend::Impl::Execute(Frontend& fe, const Request& r) {
     std::lock_guard lock(stats_mu);
     ++stats.requests;
   }
+  if (fe.ext && pvcalls::IsExtCommand(r.cmd)) return ExecuteExt(fe, r);
   const pvcalls::Checked c = pvcalls::CheckRequest(r);
   if (c.verdict == pvcalls::Verdict::kGarbage) {
     CutOff(fe, fmt::format("garbage command {}: {}", r.cmd, c.reason));
@@ -654,8 +672,7 @@ void XenBackend::Impl::CmdSocket(Frontend& fe, const Request& r) {
   Respond(fe, r, 0);
 }
 
-int32_t XenBackend::Impl::MapDataRing(Frontend& fe, XenSocket& s, uint32_t ref,
-                                      uint32_t evtchn) {
+int32_t XenBackend::Impl::MapDataRing(Frontend& fe, XenSocket& s, uint32_t ref, uint32_t evtchn) {
   void* page = api.gnttab_map_grant_ref(gnt, fe.domid, ref, PROT_READ | PROT_WRITE);
   if (page == nullptr) {
     Log(LogLevel::kWarn, "event=map_failed domid={} id={} what={}", fe.domid, s.id,
@@ -677,8 +694,8 @@ int32_t XenBackend::Impl::MapDataRing(Frontend& fe, XenSocket& s, uint32_t ref,
               pages * sizeof(uint32_t));
   asm volatile("" ::: "memory");
   std::vector<uint32_t> domids(pages, fe.domid);
-  void* data = api.gnttab_map_grant_refs(gnt, pages, domids.data(), refs.data(),
-                                         PROT_READ | PROT_WRITE);
+  void* data =
+      api.gnttab_map_grant_refs(gnt, pages, domids.data(), refs.data(), PROT_READ | PROT_WRITE);
   if (data == nullptr) {
     Log(LogLevel::kWarn, "event=map_failed domid={} id={} what={}", fe.domid, s.id,
         Quoted(fmt::format("{} data ring grants: {}", pages, ErrnoName(errno))));
@@ -831,8 +848,7 @@ void XenBackend::Impl::FinishConnect(XenSocket& s) {
     return;
   }
   s.state = XenSocket::State::kConnected;
-  Log(LogLevel::kInfo, "event=connect_ok domid={} id={} dst={}", fe.domid, s.id,
-      AddrText(s.peer));
+  Log(LogLevel::kInfo, "event=connect_ok domid={} id={} dst={}", fe.domid, s.id, AddrText(s.peer));
   Respond(fe, r, 0);
   PushResponses(fe);
   Pass(s);
@@ -945,8 +961,7 @@ void XenBackend::Impl::ServeListener(XenSocket& s) {
         }
         if (!Pass(*n)) return;
       }
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-               errno != ECONNABORTED) {
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
       const Request r = *s.pending_accept;
       s.pending_accept.reset();
       Respond(fe, r, pvcalls::ToWireErrno(errno));
@@ -965,6 +980,124 @@ void XenBackend::Impl::ServeListener(XenSocket& s) {
   PushResponses(fe);
 }
 
+// ---- the xsock extension ------------------------------------------------------------------
+
+namespace {
+
+// The socket options a frontend may touch (both directions unless get_only).
+struct AllowedOpt {
+  int level;
+  int name;
+  bool get_only;
+};
+constexpr AllowedOpt kAllowedOpts[] = {
+    {SOL_SOCKET, SO_KEEPALIVE, false},   {SOL_SOCKET, SO_RCVBUF, false},
+    {SOL_SOCKET, SO_SNDBUF, false},      {SOL_SOCKET, SO_REUSEADDR, false},
+    {SOL_SOCKET, SO_LINGER, false},      {SOL_SOCKET, SO_ERROR, true},
+    {IPPROTO_TCP, TCP_NODELAY, false},   {IPPROTO_TCP, TCP_KEEPIDLE, false},
+    {IPPROTO_TCP, TCP_KEEPINTVL, false}, {IPPROTO_TCP, TCP_KEEPCNT, false},
+    {IPPROTO_IPV6, IPV6_V6ONLY, false},
+};
+
+const AllowedOpt* FindOpt(uint32_t level, uint32_t name) {
+  for (const AllowedOpt& o : kAllowedOpts) {
+    if (static_cast<uint32_t>(o.level) == level && static_cast<uint32_t>(o.name) == name) {
+      return &o;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void XenBackend::Impl::RespondExt(Frontend& fe, const Request& r, int32_t ret, const void* data,
+                                  uint32_t len) {
+  pvcalls::ExtResponse rsp{};
+  rsp.base = pvcalls::MakeResponse(r, ret);
+  rsp.len = std::min<uint32_t>(len, sizeof(rsp.data));
+  if (data != nullptr) std::memcpy(rsp.data, data, rsp.len);
+  auto* slots = static_cast<uint8_t*>(fe.ring_page) + sizeof(pvcalls::SringHeader);
+  std::memcpy(slots + (fe.rsp_prod_pvt & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
+              &rsp, sizeof(rsp));
+  ++fe.rsp_prod_pvt;
+  fe.responses_unpushed = true;
+}
+
+void XenBackend::Impl::ExecuteExt(Frontend& fe, const Request& r) {
+  switch (r.cmd) {
+    case pvcalls::kCmdExtShutdown:
+      return CmdExtShutdown(fe, r);
+    case pvcalls::kCmdExtSetSockOpt:
+    case pvcalls::kCmdExtGetSockOpt:
+      return CmdExtSockOpt(fe, r);
+    case pvcalls::kCmdExtGetSockName:
+    case pvcalls::kCmdExtGetPeerName:
+      return CmdExtName(fe, r);
+  }
+  RespondExt(fe, r, pvcalls::kWireENOTSUPP, nullptr, 0);
+}
+
+int32_t XenBackend::Impl::ApplyShutdown(XenSocket& s, uint32_t how) {
+  if (shutdown(s.fd, static_cast<int>(how)) != 0) return pvcalls::ToWireErrno(errno);
+  Log(LogLevel::kDebug, "event=shutdown domid={} id={} how={}", s.fe->domid, s.id, how);
+  return 0;
+}
+
+void XenBackend::Impl::CmdExtShutdown(Frontend& fe, const Request& r) {
+  const uint32_t how = r.u.ext_shutdown.how;
+  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
+    return RespondExt(fe, r, -EINVAL, nullptr, 0);
+  }
+  XenSocket* s = Find(fe, r.u.ext_shutdown.id);
+  if (s == nullptr) return RespondExt(fe, r, -EBADF, nullptr, 0);
+  if (s->state != XenSocket::State::kConnected) return RespondExt(fe, r, -ENOTCONN, nullptr, 0);
+  if (s->pending_shutdown) return RespondExt(fe, r, -EALREADY, nullptr, 0);
+  if (how == SHUT_RD) return RespondExt(fe, r, ApplyShutdown(*s, how), nullptr, 0);
+  // Writing side: only after `out` drained. Pass sends what it can and applies the
+  // shutdown at once if the ring is empty, or later, when the host takes the rest.
+  s->pending_shutdown = r;
+  Pass(*s);
+}
+
+void XenBackend::Impl::CmdExtSockOpt(Frontend& fe, const Request& r) {
+  const auto& o = r.u.ext_sockopt;
+  const bool set = r.cmd == pvcalls::kCmdExtSetSockOpt;
+  if (o.len == 0 || o.len > pvcalls::kExtMaxOptLen) return RespondExt(fe, r, -EINVAL, nullptr, 0);
+  const AllowedOpt* allowed = FindOpt(o.level, o.name);
+  if (allowed == nullptr || (set && allowed->get_only)) {
+    return RespondExt(fe, r, -ENOPROTOOPT, nullptr, 0);
+  }
+  XenSocket* s = Find(fe, o.id);
+  if (s == nullptr) return RespondExt(fe, r, -EBADF, nullptr, 0);
+  // The host socket exists from bind or connect on (as in Linux's pvcalls-back).
+  if (s->fd < 0) return RespondExt(fe, r, -ENOTCONN, nullptr, 0);
+  if (set) {
+    const int rc =
+        setsockopt(s->fd, static_cast<int>(o.level), static_cast<int>(o.name), o.value, o.len);
+    return RespondExt(fe, r, rc == 0 ? 0 : pvcalls::ToWireErrno(errno), nullptr, 0);
+  }
+  uint8_t value[pvcalls::kExtMaxOptLen] = {};
+  socklen_t len = o.len;
+  if (getsockopt(s->fd, static_cast<int>(o.level), static_cast<int>(o.name), value, &len) != 0) {
+    return RespondExt(fe, r, pvcalls::ToWireErrno(errno), nullptr, 0);
+  }
+  RespondExt(fe, r, 0, value, std::min<uint32_t>(len, pvcalls::kExtMaxOptLen));
+}
+
+void XenBackend::Impl::CmdExtName(Frontend& fe, const Request& r) {
+  XenSocket* s = Find(fe, r.u.ext_name.id);
+  if (s == nullptr) return RespondExt(fe, r, -EBADF, nullptr, 0);
+  if (s->fd < 0) return RespondExt(fe, r, -ENOTCONN, nullptr, 0);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  const int rc = r.cmd == pvcalls::kCmdExtGetSockName ? getsockname(s->fd, sa, &len)
+                                                      : getpeername(s->fd, sa, &len);
+  if (rc != 0) return RespondExt(fe, r, pvcalls::ToWireErrno(errno), nullptr, 0);
+  if (len > sizeof(pvcalls::ExtResponse::data)) return RespondExt(fe, r, -EAFNOSUPPORT, nullptr, 0);
+  RespondExt(fe, r, 0, &ss, len);
+}
+
 // ---- data rings ---------------------------------------------------------------------------
 
 bool XenBackend::Impl::Pass(XenSocket& s) {
@@ -976,8 +1109,8 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
     const uint32_t out_prod = LoadAcquire(&s.intf->out_prod);
     const auto filled = pvcalls::CheckOutRing(out_prod, s.out_cons, s.ring_bytes);
     if (!filled) {
-      CutOff(fe, fmt::format("socket {}: out_prod {} impossible (out_cons {}, ring {} bytes)",
-                             s.id, out_prod, s.out_cons, s.ring_bytes));
+      CutOff(fe, fmt::format("socket {}: out_prod {} impossible (out_cons {}, ring {} bytes)", s.id,
+                             out_prod, s.out_cons, s.ring_bytes));
       return false;
     }
     if (*filled == 0) break;
@@ -1007,13 +1140,28 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
     Log(LogLevel::kInfo, "event=send_failed domid={} id={} errno={}", fe.domid, s.id,
         ErrnoName(err));
   }
+  // A deferred SHUTDOWN once everything before it reached the host socket.
+  if (s.pending_shutdown) {
+    const uint32_t out_prod = LoadAcquire(&s.intf->out_prod);
+    if (s.out_done) {  // the host socket failed: the bytes before it are lost
+      const Request r = *s.pending_shutdown;
+      s.pending_shutdown.reset();
+      RespondExt(fe, r, -EPIPE, nullptr, 0);
+      PushResponses(fe);
+    } else if (out_prod == s.out_cons) {
+      const Request r = *s.pending_shutdown;
+      s.pending_shutdown.reset();
+      RespondExt(fe, r, ApplyShutdown(s, r.u.ext_shutdown.how), nullptr, 0);
+      PushResponses(fe);
+    }
+  }
   // host → in.
   while (!s.in_done) {
     const uint32_t in_cons = LoadAcquire(&s.intf->in_cons);
     const auto room = pvcalls::CheckInRing(in_cons, s.last_in_cons, s.in_prod, s.ring_bytes);
     if (!room) {
-      CutOff(fe, fmt::format("socket {}: in_cons {} impossible (in_prod {}, ring {} bytes)",
-                             s.id, in_cons, s.in_prod, s.ring_bytes));
+      CutOff(fe, fmt::format("socket {}: in_cons {} impossible (in_prod {}, ring {} bytes)", s.id,
+                             in_cons, s.in_prod, s.ring_bytes));
       return false;
     }
     s.last_in_cons = in_cons;
@@ -1055,9 +1203,8 @@ XenBackend::~XenBackend() = default;
 absl::StatusOr<std::unique_ptr<XenBackend>> XenBackend::Create(const XenApi& api,
                                                                const XenBackendOptions& options) {
   if (options.max_ring_order < 1 || options.max_ring_order > pvcalls::kMaxRingOrder) {
-    return absl::InvalidArgumentError(
-        fmt::format("max ring order {} outside 1..{}", options.max_ring_order,
-                    pvcalls::kMaxRingOrder));
+    return absl::InvalidArgumentError(fmt::format("max ring order {} outside 1..{}",
+                                                  options.max_ring_order, pvcalls::kMaxRingOrder));
   }
   auto impl = std::make_unique<Impl>();
   impl->api = api;

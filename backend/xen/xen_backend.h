@@ -29,6 +29,9 @@ struct XenBackendOptions {
   uint32_t max_ring_order = pvcalls::kDefaultMaxRingOrder;
   // Live sockets per frontend; more socket requests are answered -EMFILE.
   uint32_t max_sockets_per_frontend = 1024;
+  // Offer the xsock extension (feature-xsock-ext, docs/xen.md): shutdown, socket options,
+  // names, IPv6 for frontends that ask for it. Off: a plain PVCalls v1 backend.
+  bool extension = true;
   // Stop cleanly on SIGTERM/SIGINT (the caller has blocked them).
   bool handle_signals = false;
 };

@@ -108,6 +108,7 @@ bool TestFront::Connect() {
     api_.xs_write(xs_, XBT_NULL, (front_path_ + "/" + k).c_str(), v.data(),
                   static_cast<unsigned>(v.size()));
   };
+  if (request_extension) w(pvcalls::kExtFrontendNode, "1");
   w("version", "1");
   w("ring-ref", std::to_string(ring_ref_));
   w("port", std::to_string(cmd_port_));
@@ -152,7 +153,11 @@ void TestFront::Collect() {
       pvcalls::Response rsp;
       std::memcpy(&rsp, slots + (rsp_cons_ & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
                   sizeof(rsp));
+      pvcalls::ExtResponse raw;
+      std::memcpy(&raw, slots + (rsp_cons_ & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
+                  sizeof(raw));
       responses_[rsp.req_id] = rsp;
+      raw_responses_[rsp.req_id] = raw;
       ++rsp_cons_;
     }
     // RING_FINAL_CHECK_FOR_RESPONSES.
@@ -160,6 +165,17 @@ void TestFront::Collect() {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (LoadAcquire(&sring_->rsp_prod) == rsp_cons_) break;
   }
+}
+
+std::optional<pvcalls::ExtResponse> TestFront::CallExt(const pvcalls::Request& r,
+                                                       std::chrono::milliseconds timeout) {
+  const uint32_t id = Send(r);
+  if (!Wait(id, timeout)) return std::nullopt;
+  auto it = raw_responses_.find(id);
+  if (it == raw_responses_.end()) return std::nullopt;
+  pvcalls::ExtResponse raw = it->second;
+  raw_responses_.erase(it);
+  return raw;
 }
 
 std::optional<pvcalls::Response> TestFront::Wait(uint32_t req_id,

@@ -57,6 +57,11 @@ class TestFront {
                                         std::chrono::milliseconds timeout = kWait) {
     return Wait(Send(r), timeout);
   }
+  // Extension commands: the whole 64-byte response slot, copied once.
+  std::optional<pvcalls::ExtResponse> CallExt(const pvcalls::Request& r,
+                                              std::chrono::milliseconds timeout = kWait);
+  // Ask for the xsock extension (written before Initialised) in Connect.
+  bool request_extension = false;
   int32_t Socket(uint64_t id);
   // Shares a data ring of `order` and connects; the ring is kept under `id`.
   int32_t ConnectTo(uint64_t id, uint16_t port, uint32_t order = 4, uint32_t addr_be = 0x0100007f);
@@ -102,6 +107,7 @@ class TestFront {
   uint32_t rsp_cons_ = 0;
   uint32_t next_req_id_ = 1;
   std::map<uint32_t, pvcalls::Response> responses_;
+  std::map<uint32_t, pvcalls::ExtResponse> raw_responses_;
   std::map<uint64_t, std::unique_ptr<FrontRing>> rings_;
 };
 

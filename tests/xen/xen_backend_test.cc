@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -56,9 +57,8 @@ struct LogCapture {
     xsock::backend::SetLogSink([this](std::string_view l) {
       std::lock_guard lock(mu);
       lines.emplace_back(l);
-      if (std::getenv("XSOCK_TEST_LOG") != nullptr) std::fprintf(stderr, "%.*s\n",
-                                                                  static_cast<int>(l.size()),
-                                                                  l.data());
+      if (std::getenv("XSOCK_TEST_LOG") != nullptr)
+        std::fprintf(stderr, "%.*s\n", static_cast<int>(l.size()), l.data());
     });
   }
   ~LogCapture() { xsock::backend::SetLogSink({}); }
@@ -77,11 +77,12 @@ struct Backend {
   std::unique_ptr<XenBackend> backend;
   std::thread thread;
   bool run_ok = false;  // set by the thread: Catch2's assertions are not thread-safe
-  explicit Backend(uint32_t max_order = 4) {
+  explicit Backend(uint32_t max_order = 4, bool extension = true) {
     xd::Reset();
     xd::ScopedDomain as(0);
     XenBackendOptions o;
     o.max_ring_order = max_order;
+    o.extension = extension;
     auto b = XenBackend::Create(xd::Api(), o);
     REQUIRE(b.ok());
     backend = std::move(*b);
@@ -439,4 +440,180 @@ TEST_CASE("xen: a frontend that closes is torn down and may connect again") {
   CHECK(f.WaitBackendState(6));
   xd::StoreWrite(pv::FrontendPath(1) + "/state", "1");
   CHECK(f.WaitBackendState(2));
+}
+
+// ---- the xsock extension ------------------------------------------------------------------
+
+namespace {
+
+pv::Request ExtReq(uint32_t cmd, uint64_t id) {
+  pv::Request r{};
+  r.cmd = cmd;
+  r.u.ext_name.id = id;  // every extension request starts with the socket id
+  return r;
+}
+
+pv::Request SockOpt(uint32_t cmd, uint64_t id, uint32_t level, uint32_t name, uint32_t len,
+                    int value = 0) {
+  pv::Request r{};
+  r.cmd = cmd;
+  r.u.ext_sockopt.id = id;
+  r.u.ext_sockopt.level = level;
+  r.u.ext_sockopt.name = name;
+  r.u.ext_sockopt.len = len;
+  std::memcpy(r.u.ext_sockopt.value, &value, sizeof(value));
+  return r;
+}
+
+int PayloadInt(const pv::ExtResponse& r) {
+  int v = 0;
+  if (r.len == sizeof(v)) std::memcpy(&v, r.data, sizeof(v));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("xen ext: a frontend without xsock-ext sees a standard backend") {
+  Backend b(4);
+  TestFront f(xd::Api(), 1);
+  REQUIRE(f.Connect());
+  CHECK(xd::StoreRead(pv::BackendPath(0, 1) + "/" + pv::kExtFeatureNode) == "1");
+  REQUIRE(f.Socket(1) == 0);
+  auto r = f.Call(ExtReq(pv::kCmdExtGetSockName, 1));
+  REQUIRE(r);
+  CHECK(r->ret == pv::kWireENOTSUPP);
+  pv::Request s6{};
+  s6.cmd = pv::kCmdSocket;
+  s6.u.socket.id = 2;
+  s6.u.socket.domain = AF_INET6;
+  s6.u.socket.type = SOCK_STREAM;
+  auto r6 = f.Call(s6);
+  REQUIRE(r6);
+  CHECK(r6->ret == -EAFNOSUPPORT);
+}
+
+TEST_CASE("xen ext: a backend with the feature off publishes nothing and refuses") {
+  Backend b(4, /*extension=*/false);
+  TestFront f(xd::Api(), 1);
+  f.request_extension = true;
+  REQUIRE(f.Connect());
+  CHECK(!xd::StoreRead(pv::BackendPath(0, 1) + "/" + pv::kExtFeatureNode).has_value());
+  REQUIRE(f.Socket(1) == 0);
+  auto r = f.Call(ExtReq(pv::kCmdExtShutdown, 1));
+  REQUIRE(r);
+  CHECK(r->ret == pv::kWireENOTSUPP);
+}
+
+TEST_CASE("xen ext: half-close, names and options on a negotiated frontend") {
+  Backend b(4);
+  TestFront f(xd::Api(), 1);
+  f.request_extension = true;
+  REQUIRE(f.Connect());
+  HostListener server;
+  constexpr size_t kUp = 100000;
+  const std::vector<uint8_t> up = RandomBytes(kUp, 7);
+  const std::string reply = "reply after half-close";
+  size_t server_count = 0;
+  uint64_t server_hash = kFnvInit;
+  bool server_saw_eof = false;
+  std::thread host([&] {
+    const int c = accept4(server.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    std::vector<uint8_t> buf(1 << 16);
+    for (int i = 0; i < 100000; ++i) {
+      const ssize_t n = read(c, buf.data(), buf.size());
+      if (n == 0) {
+        server_saw_eof = true;
+        break;
+      }
+      if (n < 0) break;
+      server_hash = Fnv(server_hash, buf.data(), static_cast<size_t>(n));
+      server_count += static_cast<size_t>(n);
+    }
+    WriteAll(c, reinterpret_cast<const uint8_t*>(reply.data()), reply.size());
+    close(c);
+  });
+  REQUIRE(f.Socket(1) == 0);
+  REQUIRE(f.ConnectTo(1, server.port, 1) == 0);  // 4 KiB rings: the shutdown queues
+  FrontRing* ring = f.Ring(1);
+  REQUIRE(ring != nullptr);
+
+  // Names and options first, while the connection is quiet.
+  auto peer = f.CallExt(ExtReq(pv::kCmdExtGetPeerName, 1));
+  REQUIRE(peer);
+  CHECK(peer->base.ret == 0);
+  REQUIRE(peer->len == sizeof(sockaddr_in));
+  sockaddr_in sin{};
+  std::memcpy(&sin, peer->data, sizeof(sin));
+  CHECK(sin.sin_family == AF_INET);
+  CHECK(ntohs(sin.sin_port) == server.port);
+  auto set = f.CallExt(SockOpt(pv::kCmdExtSetSockOpt, 1, IPPROTO_TCP, TCP_NODELAY, 4, 1));
+  REQUIRE(set);
+  CHECK(set->base.ret == 0);
+  auto get = f.CallExt(SockOpt(pv::kCmdExtGetSockOpt, 1, IPPROTO_TCP, TCP_NODELAY, 4));
+  REQUIRE(get);
+  CHECK(get->base.ret == 0);
+  CHECK(PayloadInt(*get) == 1);
+  auto setbuf = f.CallExt(SockOpt(pv::kCmdExtSetSockOpt, 1, SOL_SOCKET, SO_RCVBUF, 4, 65536));
+  REQUIRE(setbuf);
+  CHECK(setbuf->base.ret == 0);
+  auto getbuf = f.CallExt(SockOpt(pv::kCmdExtGetSockOpt, 1, SOL_SOCKET, SO_RCVBUF, 4));
+  REQUIRE(getbuf);
+  CHECK(PayloadInt(*getbuf) >= 65536);  // Linux doubles it
+  auto denied = f.CallExt(SockOpt(pv::kCmdExtSetSockOpt, 1, SOL_SOCKET, SO_PRIORITY, 4, 1));
+  REQUIRE(denied);
+  CHECK(denied->base.ret == -ENOPROTOOPT);
+  auto too_long = f.CallExt(SockOpt(pv::kCmdExtSetSockOpt, 1, IPPROTO_TCP, TCP_NODELAY, 33, 1));
+  REQUIRE(too_long);
+  CHECK(too_long->base.ret == -EINVAL);
+  pv::Request bad_how = ExtReq(pv::kCmdExtShutdown, 1);
+  bad_how.u.ext_shutdown.how = 7;
+  auto bh = f.CallExt(bad_how);
+  REQUIRE(bh);
+  CHECK(bh->base.ret == -EINVAL);
+
+  // Fill the 4 KiB out ring, then SHUTDOWN(SHUT_WR) behind it; keep writing what is left
+  // is not allowed after the shutdown, so write everything first in ring-sized pieces.
+  size_t sent = f.Write(*ring, up.data(), kUp);
+  REQUIRE(sent > 0);
+  // The rest goes in as the backend drains; the shutdown follows the last byte.
+  const auto deadline = xsock::xen_test::Clock::now() + std::chrono::seconds(30);
+  while (sent < kUp && xsock::xen_test::Clock::now() < deadline) {
+    const size_t n = f.Write(*ring, up.data() + sent, kUp - sent);
+    sent += n;
+    if (n == 0) f.WaitEvent(std::chrono::milliseconds(5));
+  }
+  REQUIRE(sent == kUp);
+  pv::Request shut = ExtReq(pv::kCmdExtShutdown, 1);
+  shut.u.ext_shutdown.how = SHUT_WR;
+  auto sh = f.CallExt(shut);
+  REQUIRE(sh);
+  CHECK(sh->base.ret == 0);
+  const std::string got = ReadRing(f, *ring, reply.size());
+  host.join();
+  CHECK(server_saw_eof);
+  CHECK(server_count == kUp);
+  CHECK(server_hash == Fnv(kFnvInit, up.data(), up.size()));
+  CHECK(got == reply);
+}
+
+TEST_CASE("xen ext: getsockname after bind to port 0 gives the real port") {
+  Backend b(4);
+  TestFront f(xd::Api(), 1);
+  f.request_extension = true;
+  REQUIRE(f.Connect());
+  REQUIRE(f.Socket(1) == 0);
+  REQUIRE(f.Bind(1, 0) == 0);
+  auto name = f.CallExt(ExtReq(pv::kCmdExtGetSockName, 1));
+  REQUIRE(name);
+  CHECK(name->base.ret == 0);
+  REQUIRE(name->len == sizeof(sockaddr_in));
+  sockaddr_in sin{};
+  std::memcpy(&sin, name->data, sizeof(sin));
+  CHECK(sin.sin_family == AF_INET);
+  CHECK(sin.sin_port != 0);
+  CHECK(sin.sin_addr.s_addr == htonl(INADDR_LOOPBACK));
+  auto unknown = f.CallExt(ExtReq(pv::kCmdExtGetSockName, 99));
+  REQUIRE(unknown);
+  CHECK(unknown->base.ret == -EBADF);
 }
