@@ -166,6 +166,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       *field = *n;
     } else if (arg.name == "--check-config") {
       cl.action = Action::kCheckConfig;
+    } else if (arg.name == "--no-xen-ext") {
+      cl.options.xen_extension = false;
     } else if (arg.name == "--metrics-allow-remote") {
       cl.options.metrics_allow_remote = true;
     } else if (arg.name == "-q" || arg.name == "--quiet") {
@@ -178,6 +180,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
   }
   if (cl.options.front == Front::kXen && cl.options.transport == Transport::kXen) {
     return Bad("options '--front xen' (a domU) and '--transport xen' (dom0) exclude each other");
+  }
+  if (!cl.options.xen_extension && cl.options.front != Front::kXen &&
+      cl.options.transport != Transport::kXen) {
+    return Bad("option '--no-xen-ext' needs --transport xen or --front xen");
   }
   if (!cl.options.metrics.empty()) {
     // Checked here so that a remote address without --metrics-allow-remote is a usage
@@ -209,7 +215,8 @@ std::string HelpText() {
     host network stack (local transport)
 
 SYNOPSIS
-    xsockd [--transport local|xen] [--front xen] [--socket PATH] [--ring-order N]
+    xsockd [--transport local|xen] [--front xen] [--no-xen-ext] [--socket PATH]
+           [--ring-order N]
            [--log-level LEVEL] [-q] [--log-format logfmt|json] [--admin-socket PATH|none]
            [--metrics [ADDR:]PORT [--metrics-allow-remote]] [--config FILE]
            [--max-sockets-per-client N] [--max-ring-memory-per-client BYTES]
@@ -246,6 +253,13 @@ OPTIONS
         routed socket's host side to dom0's xsockd --transport xen over PVCalls
         (docs/xen.md). Needs the toolstack's pvcalls device (xl.cfg pvcalls =
         [ "backend=0" ]); fails at start when not running on Xen.
+    --no-xen-ext
+        With --transport xen or --front xen: speak standard PVCalls version 1 only. By
+        default dom0 offers, and the front asks for, the xsock extension (XenStore nodes
+        feature-xsock-ext and xsock-ext; docs/xen.md): shutdown() reaching the remote
+        peer, socket options applied on dom0's socket, real getsockname/getpeername,
+        IPv6. It is used only when both sides announce it, so either side alone talks to
+        any standard PVCalls peer.
     --socket PATH
         Listen on PATH (default {}). Overrides XSOCK_SOCKET.
     --ring-order N

@@ -27,6 +27,9 @@ enum class Front { kNone, kXen };
 struct DaemonOptions {
   Transport transport = Transport::kLocal;
   Front front = Front::kNone;
+  // --no-xen-ext: the xen transport and front speak standard PVCalls v1 only (no xsock
+  // extension offered or asked for).
+  bool xen_extension = true;
   std::string socket_path = kDefaultSocketPath;
   uint32_t ring_order = kDefaultRingOrder;
   LogLevel log_level = LogLevel::kInfo;

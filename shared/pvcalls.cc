@@ -1,6 +1,8 @@
 #include "shared/pvcalls.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -46,8 +48,7 @@ static_assert(offsetof(Response, id) == offsetof(struct xen_pvcalls_response, u.
 static_assert(offsetof(Response, id) == offsetof(struct xen_pvcalls_response, u.accept.id));
 static_assert(offsetof(DataIntf, out_cons) == offsetof(struct pvcalls_data_intf, out_cons));
 static_assert(offsetof(DataIntf, out_error) == offsetof(struct pvcalls_data_intf, out_error));
-static_assert(offsetof(DataIntf, ring_order) ==
-              offsetof(struct pvcalls_data_intf, ring_order));
+static_assert(offsetof(DataIntf, ring_order) == offsetof(struct pvcalls_data_intf, ring_order));
 static_assert(kDataIntfRefOffset == offsetof(struct pvcalls_data_intf, ref));
 static_assert(sizeof(SringHeader) == offsetof(struct xen_pvcalls_sring, ring));
 static_assert(kSlotSize == sizeof(union xen_pvcalls_sring_entry));
@@ -65,19 +66,20 @@ static_assert(kDataIntfRefOffset + (size_t{4} << kMaxRingOrder) <= kPageSize);
 
 // The spec's error table is Linux's numbering; the host must agree for ToWireErrno's
 // identity mapping to be right.
-static_assert(EPERM == 1 && ENOENT == 2 && EINTR == 4 && EIO == 5 && EBADF == 9 &&
-              EAGAIN == 11 && ENOMEM == 12 && EACCES == 13 && EFAULT == 14 && EBUSY == 16 &&
-              EEXIST == 17 && EINVAL == 22 && ENFILE == 23 && EMFILE == 24 && ENOSPC == 28 &&
-              ENOSYS == 38 && ENOTSOCK == 88 && EOPNOTSUPP == 95 && EAFNOSUPPORT == 97 &&
-              EADDRINUSE == 98 && EADDRNOTAVAIL == 99 && ENOBUFS == 105 && EISCONN == 106 &&
-              ENOTCONN == 107 && ETIMEDOUT == 110 && ECONNREFUSED == 111 &&
-              ECONNRESET == 104 && ENETUNREACH == 101 && EHOSTUNREACH == 113 &&
-              EINPROGRESS == 115 && EALREADY == 114 && EPIPE == 32,
+static_assert(EPERM == 1 && ENOENT == 2 && EINTR == 4 && EIO == 5 && EBADF == 9 && EAGAIN == 11 &&
+                  ENOMEM == 12 && EACCES == 13 && EFAULT == 14 && EBUSY == 16 && EEXIST == 17 &&
+                  EINVAL == 22 && ENFILE == 23 && EMFILE == 24 && ENOSPC == 28 && ENOSYS == 38 &&
+                  ENOTSOCK == 88 && EOPNOTSUPP == 95 && EAFNOSUPPORT == 97 && EADDRINUSE == 98 &&
+                  EADDRNOTAVAIL == 99 && ENOBUFS == 105 && EISCONN == 106 && ENOTCONN == 107 &&
+                  ETIMEDOUT == 110 && ECONNREFUSED == 111 && ECONNRESET == 104 &&
+                  ENETUNREACH == 101 && EHOSTUNREACH == 113 && EINPROGRESS == 115 &&
+                  EALREADY == 114 && EPIPE == 32,
               "PVCalls error numbers are Linux's; this host numbers errno differently");
 
 namespace {
 constexpr int kMaxLinuxErrno = 4095;
 constexpr uint16_t kAfInet = 2;
+static_assert(AF_INET == kAfInet && sizeof(sockaddr_in6) == 28);
 }  // namespace
 
 int32_t ToWireErrno(int host_errno) {
@@ -118,45 +120,140 @@ Checked Garbage(const char* reason) {
   return c;
 }
 
-// addr/len of connect and bind: a sockaddr_in in the first 16 of 28 bytes.
-bool DecodeInet(const uint8_t (&addr)[28], uint32_t len, Inet4* out) {
-  if (len < sizeof(sockaddr_in)) return false;
+}  // namespace
+
+std::optional<InetAddr> FromSockaddr(const void* sa, uint32_t len, bool ext) {
+  if (sa == nullptr || len < sizeof(sockaddr_in)) return std::nullopt;
+  const auto* bytes = static_cast<const uint8_t*>(sa);
   uint16_t family;
-  std::memcpy(&family, addr, 2);
-  if (family != kAfInet) return false;
+  std::memcpy(&family, bytes, 2);
+  InetAddr a;
+  a.family = family;
   uint16_t port_be;
-  std::memcpy(&port_be, addr + 2, 2);
-  out->port = ntohs(port_be);
-  std::memcpy(&out->addr_be, addr + 4, 4);
-  return true;
+  std::memcpy(&port_be, bytes + 2, 2);
+  a.port = ntohs(port_be);
+  if (family == AF_INET) {
+    std::memcpy(&a.addr_be, bytes + offsetof(sockaddr_in, sin_addr), 4);
+    return a;
+  }
+  if (family == AF_INET6 && ext && len >= sizeof(sockaddr_in6)) {
+    std::memcpy(a.addr6, bytes + offsetof(sockaddr_in6, sin6_addr), 16);
+    std::memcpy(&a.scope_id, bytes + offsetof(sockaddr_in6, sin6_scope_id), 4);
+    return a;
+  }
+  return std::nullopt;
+}
+
+uint32_t ToSockaddr(const InetAddr& a, void* storage) {
+  if (a.family == AF_INET6) {
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_port = htons(a.port);
+    std::memcpy(&sin6.sin6_addr, a.addr6, 16);
+    sin6.sin6_scope_id = a.scope_id;
+    std::memcpy(storage, &sin6, sizeof(sin6));
+    return sizeof(sin6);
+  }
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(a.port);
+  sin.sin_addr.s_addr = a.addr_be;
+  std::memcpy(storage, &sin, sizeof(sin));
+  return sizeof(sin);
+}
+
+std::string AddrText(const InetAddr& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (a.family == AF_INET6) {
+    inet_ntop(AF_INET6, a.addr6, buf, sizeof(buf));
+    return "[" + std::string(buf) + "]:" + std::to_string(a.port);
+  }
+  inet_ntop(AF_INET, &a.addr_be, buf, sizeof(buf));
+  return std::string(buf) + ":" + std::to_string(a.port);
+}
+
+namespace {
+
+// The socket options a frontend may touch (both directions unless get_only).
+struct AllowedOpt {
+  int level;
+  int name;
+  bool get_only;
+};
+constexpr AllowedOpt kAllowedOpts[] = {
+    {SOL_SOCKET, SO_KEEPALIVE, false},   {SOL_SOCKET, SO_RCVBUF, false},
+    {SOL_SOCKET, SO_SNDBUF, false},      {SOL_SOCKET, SO_REUSEADDR, false},
+    {SOL_SOCKET, SO_LINGER, false},      {SOL_SOCKET, SO_ERROR, true},
+    {IPPROTO_TCP, TCP_NODELAY, false},   {IPPROTO_TCP, TCP_KEEPIDLE, false},
+    {IPPROTO_TCP, TCP_KEEPINTVL, false}, {IPPROTO_TCP, TCP_KEEPCNT, false},
+    {IPPROTO_IPV6, IPV6_V6ONLY, false},
+};
+
+Checked CheckExt(const Request& r) {
+  Checked ok;
+  ok.verdict = Verdict::kExecute;
+  switch (r.cmd) {
+    case kCmdExtShutdown: {
+      const uint32_t how = r.u.ext_shutdown.how;
+      if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
+        return Reject(EINVAL, "shutdown: how is not SHUT_RD, SHUT_WR or SHUT_RDWR");
+      }
+      return ok;
+    }
+    case kCmdExtSetSockOpt:
+    case kCmdExtGetSockOpt: {
+      const auto& o = r.u.ext_sockopt;
+      if (o.len == 0 || o.len > kExtMaxOptLen) return Reject(EINVAL, "sockopt: bad length");
+      if (!ExtOptionAllowed(o.level, o.name, r.cmd == kCmdExtSetSockOpt)) {
+        return Reject(ENOPROTOOPT, "sockopt: option not carried");
+      }
+      return ok;
+    }
+    default:  // getsockname, getpeername: only the id
+      return ok;
+  }
 }
 
 }  // namespace
 
-Checked CheckRequest(const Request& r) {
+bool ExtOptionAllowed(uint32_t level, uint32_t name, bool set) {
+  for (const AllowedOpt& o : kAllowedOpts) {
+    if (static_cast<uint32_t>(o.level) == level && static_cast<uint32_t>(o.name) == name) {
+      return !(set && o.get_only);
+    }
+  }
+  return false;
+}
+
+Checked CheckRequest(const Request& r, bool ext) {
   Checked ok;
   ok.verdict = Verdict::kExecute;
+  if (ext && IsExtCommand(r.cmd)) return CheckExt(r);
   switch (r.cmd) {
     case kCmdSocket:
-      if (r.u.socket.domain != AF_INET || r.u.socket.type != SOCK_STREAM ||
+      if ((r.u.socket.domain != AF_INET && !(ext && r.u.socket.domain == AF_INET6)) ||
+          r.u.socket.type != SOCK_STREAM ||
           (r.u.socket.protocol != 0 && r.u.socket.protocol != IPPROTO_TCP)) {
-        return Reject(EAFNOSUPPORT, "socket: only AF_INET SOCK_STREAM");
+        return Reject(EAFNOSUPPORT, ext ? "socket: only AF_INET or AF_INET6 SOCK_STREAM"
+                                        : "socket: only AF_INET SOCK_STREAM");
       }
       return ok;
-    case kCmdConnect:
+    case kCmdConnect: {
       if (r.u.connect.flags != 0) return Garbage("connect: reserved flags set");
-      if (!DecodeInet(r.u.connect.addr, r.u.connect.len, &ok.inet)) {
-        return Reject(EINVAL, "connect: not an AF_INET address");
-      }
+      const auto a = FromSockaddr(r.u.connect.addr, r.u.connect.len, ext);
+      if (!a) return Reject(EINVAL, "connect: not an AF_INET address");
+      ok.inet = *a;
       return ok;
+    }
     case kCmdRelease:
       if (r.u.release.reuse > 1) return Garbage("release: reuse is neither 0 nor 1");
       return ok;
-    case kCmdBind:
-      if (!DecodeInet(r.u.bind.addr, r.u.bind.len, &ok.inet)) {
-        return Reject(EINVAL, "bind: not an AF_INET address");
-      }
+    case kCmdBind: {
+      const auto a = FromSockaddr(r.u.bind.addr, r.u.bind.len, ext);
+      if (!a) return Reject(EINVAL, "bind: not an AF_INET address");
+      ok.inet = *a;
       return ok;
+    }
     case kCmdListen:
       ok.backlog = r.u.listen.backlog > kMaxBacklog ? kMaxBacklog : r.u.listen.backlog;
       return ok;

@@ -233,31 +233,50 @@ enum class Verdict {
   kGarbage,  // a value no conforming frontend writes: cut the frontend off
 };
 
-// An IPv4 address from connect/bind, decoded.
-struct Inet4 {
-  uint32_t addr_be;  // network order
-  uint16_t port;     // host order
+// An address from connect/bind, decoded. AF_INET always; AF_INET6 only under the xsock
+// extension (the 28-byte addr field is exactly a sockaddr_in6).
+struct InetAddr {
+  uint16_t family = 2;     // AF_INET or AF_INET6
+  uint16_t port = 0;       // host order
+  uint32_t addr_be = 0;    // AF_INET, network order
+  uint8_t addr6[16] = {};  // AF_INET6
+  uint32_t scope_id = 0;   // AF_INET6 (link-local addresses)
 };
 
 struct Checked {
   Verdict verdict = Verdict::kReject;
   int32_t error = 0;        // kReject: the negative errno to answer
   const char* reason = "";  // kReject/kGarbage: why, for the log
-  Inet4 inet{};             // connect, bind: the address
+  InetAddr inet{};          // connect, bind: the address
   uint32_t backlog = 0;     // listen: clamped to kMaxBacklog
 };
 
 inline constexpr uint32_t kMaxBacklog = 4096;
 
 // Validates a copied request. The rules (docs/xen.md has the table):
-// * cmd outside 0..6: kReject with -ENOTSUPP, as the spec says for unimplemented commands;
-// * socket: domain AF_INET, type SOCK_STREAM, protocol 0 or IPPROTO_TCP, else
-//   -EAFNOSUPPORT (as Linux's pvcalls-back);
-// * connect, bind: len >= 16 (longer is accepted, only 28 bytes exist), family AF_INET,
-//   else -EINVAL; connect.flags must be 0 (reserved) and release.reuse 0 or 1: other
-//   values are kGarbage. Padding is not checked: Linux's frontend reuses slots without
-//   clearing them, so padding holds old bytes.
-Checked CheckRequest(const Request& r);
+// * cmd outside 0..6 (and, with `ext`, the extension's commands): kReject with -ENOTSUPP,
+//   as the spec says for unimplemented commands;
+// * socket: domain AF_INET (with `ext` also AF_INET6), type SOCK_STREAM, protocol 0 or
+//   IPPROTO_TCP, else -EAFNOSUPPORT (as Linux's pvcalls-back);
+// * connect, bind: len >= 16 (longer is accepted, only 28 bytes exist), family AF_INET;
+//   with `ext` also len 28, family AF_INET6; else -EINVAL. connect.flags must be 0
+//   (reserved) and release.reuse 0 or 1: other values are kGarbage. Padding is not
+//   checked: Linux's frontend reuses slots without clearing them, so padding holds old
+//   bytes;
+// * extension shutdown: how SHUT_RD, SHUT_WR or SHUT_RDWR, else -EINVAL; set/getsockopt:
+//   len 1..kExtMaxOptLen, else -EINVAL, and an option ExtOptionAllowed, else -ENOPROTOOPT.
+Checked CheckRequest(const Request& r, bool ext = false);
+
+// The socket options the extension carries: keepalive, buffer sizes, SO_REUSEADDR,
+// SO_LINGER, TCP_NODELAY and the keepalive timers, IPV6_V6ONLY; SO_ERROR read only.
+bool ExtOptionAllowed(uint32_t level, uint32_t name, bool set);
+
+// A sockaddr for an address (returns its length), and the address of a sockaddr_in or,
+// with `ext`, sockaddr_in6 (nullopt for anything else or too short).
+uint32_t ToSockaddr(const InetAddr& a, void* storage /* >= 28 bytes */);
+std::optional<InetAddr> FromSockaddr(const void* sa, uint32_t len, bool ext);
+// "127.0.0.1:80", "[::1]:80".
+std::string AddrText(const InetAddr& a);
 
 // The response to a request, with the id field echoed as the spec asks.
 Response MakeResponse(const Request& r, int32_t ret);

@@ -58,11 +58,8 @@ int32_t LoadAcquire(const int32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUI
 void StoreRelease(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 void FullFence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
-std::string AddrText(const sockaddr_in& a) {
-  char buf[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf));
-  return fmt::format("{}:{}", buf, ntohs(a.sin_port));
-}
+using pvcalls::AddrText;
+using pvcalls::ExtResponse;
 
 bool VersionsHave1(const std::string& list) {
   size_t start = 0;
@@ -100,12 +97,13 @@ struct FSock {
   UniqueFd b;           // ours; `a` went to the server
   ino_t a_ino = 0;
   uint64_t a_cookie = 0;
-  size_t stuffed = 0;  // bytes written from `a` at creation, drained at completion
+  size_t stuffed = 0;    // bytes written from `a` at creation, drained at completion
+  int domain = AF_INET;  // AF_INET6 only under the extension
   int so_error = 0;
   int eof_error = 0;
   std::unique_ptr<DataRing> ring;
-  sockaddr_in local{};
-  sockaddr_in peer{};
+  pvcalls::InetAddr local{};
+  pvcalls::InetAddr peer{};
   bool bound = false;
   bool has_peer = false;
   bool b_readable = false;
@@ -114,6 +112,10 @@ struct FSock {
   bool in_finished = false;   // dom0's in_error forwarded: shutdown(b, SHUT_WR)
   bool out_finished = false;  // dom0's out_error forwarded: shutdown(b, SHUT_RD)
   bool a_gone = false;
+  // Extension: the server shut `a` for writing; once `b` reads EOF (every byte before it
+  // is in `out`) a SHUTDOWN(SHUT_WR) follows, which dom0 applies when `out` drained.
+  bool shut_wr_wanted = false;
+  bool shut_wr_sent = false;
   Clock::time_point release_deadline{};
   bool release_sent = false;
   // Listener.
@@ -132,6 +134,8 @@ struct FrontStack::Impl {
   struct Pending {
     uint32_t cmd;
     std::function<void(int32_t)> fn;
+    // Extension commands: the whole response slot, payload checked (len <= 32).
+    std::function<void(int32_t, const ExtResponse&)> ext_fn;
   };
 
   XenApi api;
@@ -155,6 +159,7 @@ struct FrontStack::Impl {
   bool watching_back = false;
   std::string last_back_state;
   uint32_t ring_order = 1;
+  bool ext = false;  // the xsock extension negotiated in the current handshake
   pvcalls::SringHeader* sring = nullptr;
   uint32_t ring_ref = 0;
   uint32_t cmd_port = 0;
@@ -187,7 +192,10 @@ struct FrontStack::Impl {
   // The command ring.
   uint32_t FreeSlots() const { return pvcalls::kCommandRingSize - (req_prod_pvt - rsp_cons); }
   bool Send(Request r, std::function<void(int32_t)> fn);
+  bool SendExt(Request r, std::function<void(int32_t, const ExtResponse&)> fn);
+  bool Push(Request& r, Pending p);
   int32_t CallSync(std::unique_lock<std::mutex>& lock, const Request& r);
+  int32_t CallSyncExt(std::unique_lock<std::mutex>& lock, const Request& r, ExtResponse* out);
   void Collect();
   void OnTick();
   void OnEvtchn();
@@ -204,6 +212,8 @@ struct FrontStack::Impl {
   void OnAccepted(uint64_t lid, int32_t ret);
   void OnPair(uint64_t id, uint32_t events);
   void Pass(FSock& s);
+  void MaybeSendShutdown(FSock& s);
+  int AskName(std::unique_lock<std::mutex>& lock, FSock& s, bool peer, pvcalls::InetAddr* out);
   void Corrupt(FSock& s, const std::string& what);
   void Reset(FSock& s, int err);
   void MaybeRelease(FSock& s);
@@ -392,13 +402,16 @@ void FrontStack::Impl::Advance() {
       const auto max_order = order_text ? pvcalls::ParseXsUint(*order_text) : std::nullopt;
       if (!versions || !VersionsHave1(*versions) || !max_order || *max_order < 1) {
         Log(LogLevel::kWarn, "event=front_handshake_failed reason={}",
-            Quoted(fmt::format("backend versions '{}' max-page-order '{}'",
-                               versions.value_or(""), order_text.value_or(""))));
+            Quoted(fmt::format("backend versions '{}' max-page-order '{}'", versions.value_or(""),
+                               order_text.value_or(""))));
         return;
       }
       ring_order = std::min(std::max(opt.ring_order, uint32_t{1}),
                             std::min(*max_order, pvcalls::kMaxRingOrder));
       if (!ShareCommandRing()) return;
+      // The extension only if this backend offers it; otherwise a standard frontend.
+      ext = opt.extension && Read(back_path + "/" + pvcalls::kExtFeatureNode) == "1";
+      Write(front_path + "/" + pvcalls::kExtFrontendNode, ext ? "1" : "0");
       Write(front_path + "/version", pvcalls::kProtocolVersion);
       Write(front_path + "/ring-ref", std::to_string(ring_ref));
       Write(front_path + "/port", std::to_string(cmd_port));
@@ -413,8 +426,9 @@ void FrontStack::Impl::Advance() {
         ++stats.handshakes;
         probe_outstanding = false;
         next_probe = Clock::now() + opt.probe_interval;
-        Log(LogLevel::kInfo, "event=front_connected backend={} ring_ref={} port={} ring_order={}",
-            back_path, ring_ref, cmd_port, ring_order);
+        Log(LogLevel::kInfo,
+            "event=front_connected backend={} ring_ref={} port={} ring_order={} ext={}", back_path,
+            ring_ref, cmd_port, ring_order, ext ? 1 : 0);
       } else if (back_state == "5" || back_state == "6") {
         BackendGone("backend state " + back_state + " during the handshake");
       }
@@ -435,7 +449,13 @@ void FrontStack::Impl::BackendGone(const std::string& reason) {
   // Every outstanding command fails: connects report ENETDOWN, waiters wake.
   auto pending = std::move(handlers);
   handlers.clear();
-  for (auto& [req_id, p] : pending) p.fn(-ENETDOWN);
+  for (auto& [req_id, p] : pending) {
+    if (p.ext_fn) {
+      p.ext_fn(-ENETDOWN, ExtResponse{});
+    } else {
+      p.fn(-ENETDOWN);
+    }
+  }
   std::vector<FSock*> all;
   for (auto& [ino, s] : socks) all.push_back(s.get());
   for (FSock* s : all) {
@@ -457,12 +477,21 @@ void FrontStack::Impl::BackendGone(const std::string& reason) {
 // ---- the command ring -----------------------------------------------------------------------
 
 bool FrontStack::Impl::Send(Request r, std::function<void(int32_t)> fn) {
+  return Push(r, Pending{r.cmd, std::move(fn), nullptr});
+}
+
+bool FrontStack::Impl::SendExt(Request r, std::function<void(int32_t, const ExtResponse&)> fn) {
+  if (!ext) return false;
+  return Push(r, Pending{r.cmd, nullptr, std::move(fn)});
+}
+
+bool FrontStack::Impl::Push(Request& r, Pending p) {
   if (phase != Phase::kConnected || sring == nullptr || FreeSlots() == 0) return false;
   r.req_id = next_req_id++;
   auto* slots = reinterpret_cast<uint8_t*>(sring) + sizeof(pvcalls::SringHeader);
   std::memcpy(slots + (req_prod_pvt & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize, &r,
               sizeof(r));
-  handlers[r.req_id] = Pending{r.cmd, std::move(fn)};
+  handlers[r.req_id] = std::move(p);
   // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.
   const uint32_t old = req_prod_pvt;
   const uint32_t now = ++req_prod_pvt;
@@ -485,6 +514,21 @@ int32_t FrontStack::Impl::CallSync(std::unique_lock<std::mutex>& lock, const Req
   return result->has_value() ? **result : -ETIMEDOUT;
 }
 
+int32_t FrontStack::Impl::CallSyncExt(std::unique_lock<std::mutex>& lock, const Request& r,
+                                      ExtResponse* out) {
+  auto result = std::make_shared<std::optional<std::pair<int32_t, ExtResponse>>>();
+  if (!SendExt(r, [result](int32_t ret, const ExtResponse& rsp) {
+        *result = std::make_pair(ret, rsp);
+      })) {
+    return phase == Phase::kConnected ? -ENOBUFS : -ENETDOWN;
+  }
+  const auto deadline = Clock::now() + opt.call_timeout;
+  cv.wait_until(lock, deadline, [&] { return result->has_value(); });
+  if (!result->has_value()) return -ETIMEDOUT;
+  if (out != nullptr) *out = (*result)->second;
+  return (*result)->first;
+}
+
 void FrontStack::Impl::Collect() {
   if (phase != Phase::kConnected || sring == nullptr) return;
   auto* slots = reinterpret_cast<uint8_t*>(sring) + sizeof(pvcalls::SringHeader);
@@ -497,10 +541,13 @@ void FrontStack::Impl::Collect() {
       return;
     }
     while (rsp_cons != prod) {
-      Response rsp;
-      std::memcpy(&rsp, slots + (rsp_cons & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
-                  sizeof(rsp));
+      // The whole slot, once: an extension response carries its payload after the 24
+      // standard bytes.
+      ExtResponse full;
+      std::memcpy(&full, slots + (rsp_cons & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize,
+                  sizeof(full));
       asm volatile("" ::: "memory");
+      const Response rsp = full.base;
       ++rsp_cons;
       auto it = handlers.find(rsp.req_id);
       if (it == handlers.end() || it->second.cmd != rsp.cmd) {
@@ -508,10 +555,21 @@ void FrontStack::Impl::Collect() {
             rsp.cmd, rsp.ret);
         continue;
       }
-      auto fn = std::move(it->second.fn);
+      Pending p = std::move(it->second);
       handlers.erase(it);
       // 0 or a negative errno; anything else is not PVCalls.
-      fn(rsp.ret > 0 ? -EIO : rsp.ret);
+      int32_t ret = rsp.ret > 0 ? -EIO : rsp.ret;
+      if (p.ext_fn) {
+        if (full.len > sizeof(full.data)) {
+          Log(LogLevel::kWarn, "event=front_bad_response req_id={} cmd={} len={}", rsp.req_id,
+              rsp.cmd, full.len);
+          ret = -EIO;
+          full.len = 0;
+        }
+        p.ext_fn(ret, full);
+      } else {
+        p.fn(ret);
+      }
       if (phase != Phase::kConnected) return;
     }
     // RING_FINAL_CHECK_FOR_RESPONSES: ask for an event at the next response, re-check.
@@ -578,6 +636,7 @@ void FrontStack::Impl::OnTick() {
         s->release_deadline = now + opt.release_linger;
       }
     }
+    if (s->state == FSock::State::kConnected) MaybeSendShutdown(*s);
     if (s->a_gone) MaybeRelease(*s);  // may free s
   }
 }
@@ -597,8 +656,7 @@ std::unique_ptr<DataRing> FrontStack::Impl::NewRing() {
   void* indexes = api.gntshr_share_pages(gs, backend_domid, 1, &ring->indexes_ref, 1);
   if (indexes == nullptr) return nullptr;
   std::vector<uint32_t> refs(pages);
-  void* data =
-      api.gntshr_share_pages(gs, backend_domid, static_cast<int>(pages), refs.data(), 1);
+  void* data = api.gntshr_share_pages(gs, backend_domid, static_cast<int>(pages), refs.data(), 1);
   if (data == nullptr) {
     api.gntshr_unshare(gs, indexes, 1);
     return nullptr;
@@ -636,7 +694,7 @@ bool FrontStack::Impl::EnsureRemote(FSock& s) {
   Request r{};
   r.cmd = pvcalls::kCmdSocket;
   r.u.socket.id = s.id;
-  r.u.socket.domain = AF_INET;
+  r.u.socket.domain = static_cast<uint32_t>(s.domain);
   r.u.socket.type = SOCK_STREAM;
   r.u.socket.protocol = 0;
   const uint64_t id = s.id;
@@ -689,8 +747,8 @@ void FrontStack::Impl::OnConnected(uint64_t id, int32_t ret) {
     FreeRing(s);
     s.state = FSock::State::kIdle;
     s.so_error = pvcalls::FromWireErrno(ret);
-    Log(LogLevel::kInfo, "event=front_connect_failed id={} dst={} errno={}", s.id,
-        AddrText(s.peer), ErrnoName(s.so_error));
+    Log(LogLevel::kInfo, "event=front_connect_failed id={} dst={} errno={}", s.id, AddrText(s.peer),
+        ErrnoName(s.so_error));
   }
   // The result first, then the stuffing goes: `a` turns writable, the server's EPOLLOUT,
   // then its SO_ERROR read finds the result.
@@ -782,10 +840,11 @@ void FrontStack::Impl::OnAccepted(uint64_t lid, int32_t ret) {
   LookUpUnixSocket(conn->a_ino, &conn->a_cookie);
   conn->state = FSock::State::kConnected;
   conn->remote = true;
+  conn->domain = l.domain;
   conn->local = l.local;
   conn->bound = true;
-  conn->peer.sin_family = AF_INET;  // PVCalls v1 does not say who connected
-  conn->has_peer = true;
+  conn->peer.family = static_cast<uint16_t>(l.domain);  // PVCalls v1 does not say who
+  conn->has_peer = true;                                // connected (the extension does)
   conn->b_readable = conn->b_writable = true;
   FSock* c = conn.get();
   by_id[c->id] = c;
@@ -874,8 +933,8 @@ void FrontStack::Impl::Pass(FSock& s) {
     const uint32_t prod = LoadAcquire(&r.intf->in_prod);
     const uint32_t avail = prod - r.in_cons;
     if (avail > r.bytes) {
-      return Corrupt(s, fmt::format("in_prod {} (in_cons {}, ring {} bytes)", prod, r.in_cons,
-                                    r.bytes));
+      return Corrupt(
+          s, fmt::format("in_prod {} (in_cons {}, ring {} bytes)", prod, r.in_cons, r.bytes));
     }
     if (avail == 0) break;
     if (s.in_finished || s.a_gone) {
@@ -928,8 +987,8 @@ void FrontStack::Impl::Pass(FSock& s) {
     // out_cons only moves forward, and never past what we produced.
     if (static_cast<uint32_t>(cons - r.last_out_cons) >
         static_cast<uint32_t>(r.out_prod - r.last_out_cons)) {
-      return Corrupt(s, fmt::format("out_cons {} (out_prod {}, last out_cons {})", cons,
-                                    r.out_prod, r.last_out_cons));
+      return Corrupt(s, fmt::format("out_cons {} (out_prod {}, last out_cons {})", cons, r.out_prod,
+                                    r.last_out_cons));
     }
     r.last_out_cons = cons;
     const uint32_t room = r.bytes - (r.out_prod - cons);
@@ -950,15 +1009,33 @@ void FrontStack::Impl::Pass(FSock& s) {
       s.b_readable = false;
       break;
     }
-    // 0: the server shut `a` for writing (PVCalls v1 cannot carry a half-close) or closed it.
+    // 0: the server shut `a` for writing or closed it (PVCalls v1 cannot carry a
+    // half-close; the extension can).
     s.b_eof = true;
   }
+  MaybeSendShutdown(s);
   if (!s.out_finished && LoadAcquire(&r.intf->out_error) != 0) {
     // dom0 cannot send any more: the server's next send fails with EPIPE.
     shutdown(s.b.get(), SHUT_RD);
     s.out_finished = true;
   }
   if (moved) api.evtchn_notify(evt, r.port);
+}
+
+void FrontStack::Impl::MaybeSendShutdown(FSock& s) {
+  if (!s.shut_wr_wanted || s.shut_wr_sent || !s.b_eof || !s.remote || !ext) return;
+  Request r{};
+  r.cmd = pvcalls::kCmdExtShutdown;
+  r.u.ext_shutdown.id = s.id;
+  r.u.ext_shutdown.how = SHUT_WR;
+  const uint64_t id = s.id;
+  if (!SendExt(r, [id](int32_t ret, const ExtResponse&) {
+        if (ret != 0) Log(LogLevel::kInfo, "event=front_shutdown_failed id={} ret={}", id, ret);
+      })) {
+    return;  // no free slot: the tick tries again
+  }
+  s.shut_wr_sent = true;
+  Log(LogLevel::kDebug, "event=front_shutdown id={} how=wr", s.id);
 }
 
 void FrontStack::Impl::MaybeRelease(FSock& s) {
@@ -1037,8 +1114,12 @@ absl::StatusOr<std::unique_ptr<FrontStack>> FrontStack::Create(const XenApi& api
 
 bool FrontStack::WaitConnected(std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->mu);
-  return impl_->cv.wait_for(lock, timeout,
-                            [&] { return impl_->phase == Impl::Phase::kConnected; });
+  return impl_->cv.wait_for(lock, timeout, [&] { return impl_->phase == Impl::Phase::kConnected; });
+}
+
+bool FrontStack::Extension() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->ext;
 }
 
 FrontStats FrontStack::Stats() const {
@@ -1049,16 +1130,18 @@ FrontStats FrontStack::Stats() const {
 }
 
 int FrontStack::Socket(int domain) {
-  if (domain != AF_INET) return -EAFNOSUPPORT;  // PVCalls v1: IPv4 stream sockets
   std::lock_guard lock(impl_->mu);
   Impl& m = *impl_;
   if (m.phase != Impl::Phase::kConnected) return -ENETDOWN;
+  // PVCalls v1: IPv4 stream sockets; the extension adds IPv6.
+  if (domain != AF_INET && !(domain == AF_INET6 && m.ext)) return -EAFNOSUPPORT;
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) return -errno;
   UniqueFd a(pair[0]);
   auto s = std::make_unique<FSock>();
   s->b.reset(pair[1]);
   s->id = m.next_id++;
+  s->domain = domain;
   // Unwritable until the connect is answered: the send queue is filled (the bytes wait in
   // b's receive queue and are drained at completion).
   setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &kPairSndBuf, sizeof(kPairSndBuf));
@@ -1084,14 +1167,27 @@ int FrontStack::Socket(int domain) {
   return a.release();
 }
 
+namespace {
+// The address of a connect or bind on a socket of `domain`, as the kernel checks it.
+int ParseAddr(const sockaddr* addr, socklen_t len, int domain, pvcalls::InetAddr* out) {
+  if (addr == nullptr) return EFAULT;
+  const socklen_t need = domain == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (len < need) return EINVAL;
+  if (addr->sa_family != domain) return EAFNOSUPPORT;
+  const auto a = pvcalls::FromSockaddr(addr, len, true);
+  if (!a) return EAFNOSUPPORT;
+  *out = *a;
+  return 0;
+}
+}  // namespace
+
 int FrontStack::Connect(int fd, const sockaddr* addr, socklen_t len) {
-  if (addr == nullptr || len < sizeof(sockaddr_in) || addr->sa_family != AF_INET) {
-    return EAFNOSUPPORT;
-  }
   std::lock_guard lock(impl_->mu);
   Impl& m = *impl_;
   FSock* s = m.Find(fd);
   if (s == nullptr) return EBADF;
+  pvcalls::InetAddr dst;
+  if (const int err = ParseAddr(addr, len, s->domain, &dst); err != 0) return err;
   switch (s->state) {
     case FSock::State::kIdle:
       break;
@@ -1112,13 +1208,12 @@ int FrontStack::Connect(int fd, const sockaddr* addr, socklen_t len) {
     m.FreeRing(*s);
     return ENOBUFS;
   }
-  std::memcpy(&s->peer, addr, sizeof(sockaddr_in));
+  s->peer = dst;
   s->has_peer = true;
   Request r{};
   r.cmd = pvcalls::kCmdConnect;
   r.u.connect.id = s->id;
-  std::memcpy(r.u.connect.addr, &s->peer, sizeof(sockaddr_in));
-  r.u.connect.len = sizeof(sockaddr_in);
+  r.u.connect.len = pvcalls::ToSockaddr(dst, r.u.connect.addr);
   r.u.connect.flags = 0;
   r.u.connect.ref = ring->indexes_ref;
   r.u.connect.evtchn = ring->port;
@@ -1135,23 +1230,19 @@ int FrontStack::Connect(int fd, const sockaddr* addr, socklen_t len) {
 }
 
 int FrontStack::Bind(int fd, const sockaddr* addr, socklen_t len) {
-  if (addr == nullptr || len < sizeof(sockaddr_in) || addr->sa_family != AF_INET) {
-    return EAFNOSUPPORT;
-  }
   std::unique_lock lock(impl_->mu);
   Impl& m = *impl_;
   FSock* s = m.Find(fd);
   if (s == nullptr) return EBADF;
+  pvcalls::InetAddr sin;
+  if (const int err = ParseAddr(addr, len, s->domain, &sin); err != 0) return err;
   if (s->state != FSock::State::kIdle || s->bound) return EINVAL;
   if (m.phase != Impl::Phase::kConnected) return ENETDOWN;
   if (m.FreeSlots() < 3 || !m.EnsureRemote(*s)) return ENOBUFS;
-  sockaddr_in sin;
-  std::memcpy(&sin, addr, sizeof(sin));
   Request r{};
   r.cmd = pvcalls::kCmdBind;
   r.u.bind.id = s->id;
-  std::memcpy(r.u.bind.addr, &sin, sizeof(sin));
-  r.u.bind.len = sizeof(sin);
+  r.u.bind.len = pvcalls::ToSockaddr(sin, r.u.bind.addr);
   const uint64_t id = s->id;
   const int32_t ret = m.CallSync(lock, r);
   auto it = m.by_id.find(id);
@@ -1171,10 +1262,12 @@ int FrontStack::Listen(int fd, int backlog) {
   if (s->state != FSock::State::kIdle) return EINVAL;
   if (!s->bound) {
     // listen() autobinds; PVCalls needs an explicit bind.
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
+    pvcalls::InetAddr any;
+    any.family = static_cast<uint16_t>(s->domain);
+    sockaddr_storage ss{};
+    const socklen_t any_len = pvcalls::ToSockaddr(any, &ss);
     lock.unlock();
-    if (const int err = Bind(fd, reinterpret_cast<const sockaddr*>(&any), sizeof(any)); err != 0) {
+    if (const int err = Bind(fd, reinterpret_cast<const sockaddr*>(&ss), any_len); err != 0) {
       return err;
     }
     lock.lock();
@@ -1218,51 +1311,126 @@ int FrontStack::Accept(int fd) {
 }
 
 namespace {
-int CopyName(const sockaddr_in& sin, sockaddr* addr, socklen_t* len) {
+int CopyName(const pvcalls::InetAddr& a, sockaddr* addr, socklen_t* len) {
   if (addr == nullptr || len == nullptr) return EFAULT;
-  const socklen_t n = std::min<socklen_t>(*len, sizeof(sin));
-  std::memcpy(addr, &sin, n);
-  *len = sizeof(sin);
+  sockaddr_storage ss{};
+  const socklen_t full = pvcalls::ToSockaddr(a, &ss);
+  std::memcpy(addr, &ss, std::min(*len, full));
+  *len = full;
   return 0;
 }
 }  // namespace
 
+// Under the extension dom0 knows the real names (an ephemeral port, who connected);
+// without it, or before dom0 has a host socket, what this side recorded.
+int FrontStack::Impl::AskName(std::unique_lock<std::mutex>& lock, FSock& s, bool peer,
+                              pvcalls::InetAddr* out) {
+  if (!ext || !s.remote || phase != Phase::kConnected) return ENOSYS;
+  Request r{};
+  r.cmd = peer ? pvcalls::kCmdExtGetPeerName : pvcalls::kCmdExtGetSockName;
+  r.u.ext_name.id = s.id;
+  ExtResponse rsp{};
+  const int32_t ret = CallSyncExt(lock, r, &rsp);
+  if (ret != 0) return pvcalls::FromWireErrno(ret);
+  const auto a = pvcalls::FromSockaddr(rsp.data, rsp.len, true);
+  if (!a) return EIO;
+  *out = *a;
+  return 0;
+}
+
 int FrontStack::GetSockName(int fd, sockaddr* addr, socklen_t* len) {
-  std::lock_guard lock(impl_->mu);
+  std::unique_lock lock(impl_->mu);
   FSock* s = impl_->Find(fd);
   if (s == nullptr) return EBADF;
-  sockaddr_in sin = s->local;
-  sin.sin_family = AF_INET;  // unbound, or connected: PVCalls v1 does not say
-  return CopyName(sin, addr, len);
+  const uint64_t id = s->id;
+  pvcalls::InetAddr name;
+  if (impl_->AskName(lock, *s, false, &name) == 0) {
+    auto it = impl_->by_id.find(id);
+    if (it != impl_->by_id.end()) it->second->local = name;
+    return CopyName(name, addr, len);
+  }
+  s = impl_->Find(fd);
+  if (s == nullptr) return EBADF;
+  pvcalls::InetAddr local = s->local;
+  local.family = static_cast<uint16_t>(s->domain);  // unbound, or connected: v1 does not say
+  return CopyName(local, addr, len);
 }
 
 int FrontStack::GetPeerName(int fd, sockaddr* addr, socklen_t* len) {
-  std::lock_guard lock(impl_->mu);
+  std::unique_lock lock(impl_->mu);
   FSock* s = impl_->Find(fd);
   if (s == nullptr) return EBADF;
   if (!s->has_peer || s->state != FSock::State::kConnected) return ENOTCONN;
+  const uint64_t id = s->id;
+  pvcalls::InetAddr name;
+  const int err = impl_->AskName(lock, *s, true, &name);
+  if (err == 0) {
+    auto it = impl_->by_id.find(id);
+    if (it != impl_->by_id.end()) it->second->peer = name;
+    return CopyName(name, addr, len);
+  }
+  s = impl_->Find(fd);
+  if (s == nullptr) return EBADF;
+  if (err == ENOTCONN) return ENOTCONN;
   return CopyName(s->peer, addr, len);
 }
 
 int FrontStack::Shutdown(int fd, int how) {
-  (void)how;
   std::lock_guard lock(impl_->mu);
-  // PVCalls v1 has no shutdown: the half-close reaches dom0's peer at release.
-  return impl_->Find(fd) != nullptr ? 0 : EBADF;
-}
-
-int FrontStack::SetSockOpt(int fd, int level, int name, const void* value, socklen_t len) {
-  std::lock_guard lock(impl_->mu);
-  FSock* s = impl_->Find(fd);
+  Impl& m = *impl_;
+  FSock* s = m.Find(fd);
   if (s == nullptr) return EBADF;
-  // PVCalls v1 has no socket options: recorded, read back, not applied.
-  s->options[{level, name}] = std::string(static_cast<const char*>(value), len);
+  // PVCalls v1 has no shutdown: the half-close reaches dom0's peer at release.
+  if (!m.ext || s->state != FSock::State::kConnected) return 0;
+  if (how == SHUT_RD || how == SHUT_RDWR) {
+    // Whatever dom0 still sends is dropped here (b's writes fail), and dom0's host
+    // socket is shut for reading too.
+    ::shutdown(fd, SHUT_RD);
+    Request r{};
+    r.cmd = pvcalls::kCmdExtShutdown;
+    r.u.ext_shutdown.id = s->id;
+    r.u.ext_shutdown.how = SHUT_RD;
+    m.SendExt(r, [](int32_t, const ExtResponse&) {});
+  }
+  if ((how == SHUT_WR || how == SHUT_RDWR) && !s->shut_wr_wanted) {
+    // `b` reads EOF after the last byte; the front thread then sends SHUTDOWN(SHUT_WR).
+    s->shut_wr_wanted = true;
+    ::shutdown(fd, SHUT_WR);
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(m.wake_fd, &one, sizeof(one));
+  }
   return 0;
 }
 
+int FrontStack::SetSockOpt(int fd, int level, int name, const void* value, socklen_t len) {
+  std::unique_lock lock(impl_->mu);
+  Impl& m = *impl_;
+  FSock* s = m.Find(fd);
+  if (s == nullptr) return EBADF;
+  // Recorded in any case: read back where dom0 cannot be asked.
+  s->options[{level, name}] = std::string(static_cast<const char*>(value), len);
+  if (!m.ext || len == 0 || len > pvcalls::kExtMaxOptLen ||
+      !pvcalls::ExtOptionAllowed(static_cast<uint32_t>(level), static_cast<uint32_t>(name), true)) {
+    return 0;  // PVCalls v1 (and options the extension does not carry): not applied
+  }
+  if (m.phase != Impl::Phase::kConnected || m.FreeSlots() < 2 || !m.EnsureRemote(*s)) {
+    return ENOBUFS;
+  }
+  Request r{};
+  r.cmd = pvcalls::kCmdExtSetSockOpt;
+  r.u.ext_sockopt.id = s->id;
+  r.u.ext_sockopt.level = static_cast<uint32_t>(level);
+  r.u.ext_sockopt.name = static_cast<uint32_t>(name);
+  r.u.ext_sockopt.len = len;
+  std::memcpy(r.u.ext_sockopt.value, value, len);
+  const int32_t ret = m.CallSyncExt(lock, r, nullptr);
+  return ret == 0 ? 0 : pvcalls::FromWireErrno(ret);
+}
+
 int FrontStack::GetSockOpt(int fd, int level, int name, void* value, socklen_t* len) {
-  std::lock_guard lock(impl_->mu);
-  FSock* s = impl_->Find(fd);
+  std::unique_lock lock(impl_->mu);
+  Impl& m = *impl_;
+  FSock* s = m.Find(fd);
   if (s == nullptr) return EBADF;
   if (value == nullptr || len == nullptr) return EFAULT;
   auto put_int = [&](int v) {
@@ -1278,7 +1446,7 @@ int FrontStack::GetSockOpt(int fd, int level, int name, void* value, socklen_t* 
       case SO_TYPE:
         return put_int(SOCK_STREAM);
       case SO_DOMAIN:
-        return put_int(AF_INET);
+        return put_int(s->domain);
       case SO_PROTOCOL:
         return put_int(IPPROTO_TCP);
       case SO_ACCEPTCONN:
@@ -1286,6 +1454,22 @@ int FrontStack::GetSockOpt(int fd, int level, int name, void* value, socklen_t* 
       default:
         break;
     }
+  }
+  if (m.ext && s->remote && m.phase == Impl::Phase::kConnected && *len > 0 &&
+      pvcalls::ExtOptionAllowed(static_cast<uint32_t>(level), static_cast<uint32_t>(name), false)) {
+    Request r{};
+    r.cmd = pvcalls::kCmdExtGetSockOpt;
+    r.u.ext_sockopt.id = s->id;
+    r.u.ext_sockopt.level = static_cast<uint32_t>(level);
+    r.u.ext_sockopt.name = static_cast<uint32_t>(name);
+    r.u.ext_sockopt.len = std::min<uint32_t>(*len, pvcalls::kExtMaxOptLen);
+    ExtResponse rsp{};
+    const int32_t ret = m.CallSyncExt(lock, r, &rsp);
+    if (ret != 0) return pvcalls::FromWireErrno(ret);
+    const socklen_t n = std::min<socklen_t>(*len, rsp.len);
+    std::memcpy(value, rsp.data, n);
+    *len = n;
+    return 0;
   }
   auto it = s->options.find({level, name});
   if (it != s->options.end()) {

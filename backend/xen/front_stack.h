@@ -45,6 +45,9 @@ struct FrontStackOptions {
   std::chrono::milliseconds call_timeout{5000};
   // After the app closed, how long dom0 may take to consume the out ring before release.
   std::chrono::milliseconds release_linger{5000};
+  // Ask for the xsock extension (shutdown, socket options, names, IPv6) when the backend
+  // offers it (docs/xen.md "The xsock extension").
+  bool extension = true;
 };
 
 struct FrontStats {
@@ -53,8 +56,8 @@ struct FrontStats {
   uint64_t sockets_reset = 0;   // by corrupt indices or backend loss
   uint64_t bytes_to_dom0 = 0;
   uint64_t bytes_from_dom0 = 0;
-  uint64_t live_sockets = 0;    // front sockets with state (any kind)
-  uint64_t leaked_slots = 0;    // command-ring slots lost to unanswered accepts
+  uint64_t live_sockets = 0;  // front sockets with state (any kind)
+  uint64_t leaked_slots = 0;  // command-ring slots lost to unanswered accepts
 };
 
 class FrontStack final : public HostStack {
@@ -71,8 +74,11 @@ class FrontStack final : public HostStack {
   bool WaitConnected(std::chrono::milliseconds timeout);
   FrontStats Stats() const;
 
+  // Whether the current handshake negotiated the xsock extension.
+  bool Extension() const;
+
   // HostStack. Socket() fails with ENETDOWN while no backend is connected and with
-  // EAFNOSUPPORT for anything but AF_INET (PVCalls v1).
+  // EAFNOSUPPORT for anything but AF_INET (PVCalls v1) or, under the extension, AF_INET6.
   int Socket(int domain) override;
   int Connect(int fd, const sockaddr* addr, socklen_t len) override;
   int Bind(int fd, const sockaddr* addr, socklen_t len) override;

@@ -49,18 +49,18 @@ void StoreRelease(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_REL
 void StoreRelease(int32_t* p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 void FullFence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
-std::string AddrText(const pvcalls::Inet4& a) {
-  char buf[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &a.addr_be, buf, sizeof(buf));
-  return fmt::format("{}:{}", buf, a.port);
-}
+using pvcalls::AddrText;
 
-sockaddr_in ToSockaddr(const pvcalls::Inet4& a) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(a.port);
-  sin.sin_addr.s_addr = a.addr_be;
-  return sin;
+// A sockaddr of an address from the wire.
+struct HostAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  explicit HostAddr(const pvcalls::InetAddr& a) : len(pvcalls::ToSockaddr(a, &ss)) {}
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
+};
+
+int NewHostSocket(int domain) {
+  return socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 }
 
 }  // namespace
@@ -74,6 +74,7 @@ struct XenSocket {
   uint64_t serial = 0;  // ours, unique, for epoll tokens
   Frontend* fe = nullptr;
   State state = State::kIdle;
+  int domain = AF_INET;  // AF_INET6 only under the extension
   int fd = -1;
   bool registered = false;
   uint32_t epoll_events = 0;
@@ -82,7 +83,7 @@ struct XenSocket {
   std::optional<Request> pending_poll;
   // Connecting: the connect request to answer.
   std::optional<Request> pending_connect;
-  pvcalls::Inet4 peer{};
+  pvcalls::InetAddr peer{};
   // Data ring (connecting, connected).
   pvcalls::DataIntf* intf = nullptr;
   uint8_t* data = nullptr;
@@ -616,8 +617,7 @@ void XenBackend::Impl::Execute(Frontend& fe, const Request& r) {
     std::lock_guard lock(stats_mu);
     ++stats.requests;
   }
-  if (fe.ext && pvcalls::IsExtCommand(r.cmd)) return ExecuteExt(fe, r);
-  const pvcalls::Checked c = pvcalls::CheckRequest(r);
+  const pvcalls::Checked c = pvcalls::CheckRequest(r, fe.ext);
   if (c.verdict == pvcalls::Verdict::kGarbage) {
     CutOff(fe, fmt::format("garbage command {}: {}", r.cmd, c.reason));
     return;
@@ -625,9 +625,14 @@ void XenBackend::Impl::Execute(Frontend& fe, const Request& r) {
   if (c.verdict == pvcalls::Verdict::kReject) {
     Log(LogLevel::kDebug, "event=request_rejected domid={} cmd={} ret={} reason={}", fe.domid,
         r.cmd, c.error, Quoted(c.reason));
-    Respond(fe, r, c.error);
+    if (pvcalls::IsExtCommand(r.cmd) && fe.ext) {
+      RespondExt(fe, r, c.error, nullptr, 0);
+    } else {
+      Respond(fe, r, c.error);
+    }
     return;
   }
+  if (fe.ext && pvcalls::IsExtCommand(r.cmd)) return ExecuteExt(fe, r);
   switch (r.cmd) {
     case pvcalls::kCmdSocket:
       return CmdSocket(fe, r);
@@ -666,9 +671,20 @@ void XenBackend::Impl::CmdSocket(Frontend& fe, const Request& r) {
   const uint64_t id = r.u.socket.id;
   if (Find(fe, id) != nullptr) return Respond(fe, r, -EEXIST);
   if (fe.sockets.size() >= options.max_sockets_per_frontend) return Respond(fe, r, -EMFILE);
-  // As in Linux's pvcalls-back, the host socket is made by connect or bind.
-  NewSocket(fe, id);
-  Log(LogLevel::kDebug, "event=socket_create domid={} id={}", fe.domid, id);
+  XenSocket* s = NewSocket(fe, id);
+  s->domain = static_cast<int>(r.u.socket.domain);
+  // As in Linux's pvcalls-back, the host socket is made by connect or bind; under the
+  // extension at once, so that options set before connect or bind apply to them.
+  if (fe.ext) {
+    s->fd = NewHostSocket(s->domain);
+    if (s->fd < 0) {
+      const int err = errno;
+      FreeSocket(fe, id);
+      return Respond(fe, r, pvcalls::ToWireErrno(err));
+    }
+  }
+  Log(LogLevel::kDebug, "event=socket_create domid={} id={} domain={}", fe.domid, id,
+      s->domain == AF_INET6 ? "inet6" : "inet");
   Respond(fe, r, 0);
 }
 
@@ -774,10 +790,6 @@ void XenBackend::Impl::FreeSocket(Frontend& fe, uint64_t id) {
   fe.sockets.erase(it);
 }
 
-int NewHostSocket() {
-  return socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-}
-
 void XenBackend::Impl::CmdConnect(Frontend& fe, const Request& r, const pvcalls::Checked& c) {
   XenSocket* s = Find(fe, r.u.connect.id);
   if (s == nullptr) return Respond(fe, r, -EBADF);
@@ -793,7 +805,7 @@ void XenBackend::Impl::CmdConnect(Frontend& fe, const Request& r, const pvcalls:
       return Respond(fe, r, -EINVAL);
   }
   if (s->fd < 0) {
-    s->fd = NewHostSocket();
+    s->fd = NewHostSocket(s->domain);
     if (s->fd < 0) return Respond(fe, r, pvcalls::ToWireErrno(errno));
   }
   if (const int32_t err = MapDataRing(fe, *s, r.u.connect.ref, r.u.connect.evtchn); err != 0) {
@@ -801,10 +813,9 @@ void XenBackend::Impl::CmdConnect(Frontend& fe, const Request& r, const pvcalls:
     return Respond(fe, r, err);
   }
   s->peer = c.inet;
-  const sockaddr_in sin = ToSockaddr(c.inet);
+  const HostAddr dst(c.inet);
   // Asynchronous: one slow peer never stalls this frontend's other commands.
-  if (connect(s->fd, reinterpret_cast<const sockaddr*>(&sin), sizeof(sin)) == 0 ||
-      errno == EINPROGRESS) {
+  if (connect(s->fd, dst.sa(), dst.len) == 0 || errno == EINPROGRESS) {
     s->state = XenSocket::State::kConnecting;
     s->pending_connect = r;
     SetInterest(*s, EPOLLOUT | EPOLLIN | EPOLLRDHUP | EPOLLET);
@@ -828,7 +839,7 @@ void XenBackend::Impl::FinishConnect(XenSocket& s) {
   if (getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
   if (err == 0) {
     // Still in progress if not yet connected (a spurious wake-up).
-    sockaddr_in peer{};
+    sockaddr_storage peer{};
     socklen_t plen = sizeof(peer);
     if (getpeername(s.fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
       if (errno == ENOTCONN) return;
@@ -865,7 +876,17 @@ void XenBackend::Impl::CmdRelease(Frontend& fe, const Request& r) {
     if (it == frontends.end() || !it->second->connected) return;
   }
   // A pending accept or poll is dropped unanswered: the frontend gave it up (Linux's
-  // frontend frees the state an answer would refer to).
+  // frontend frees the state an answer would refer to, and a late answer would hold one
+  // of its request slots forever). Under the extension they are answered -ECONNABORTED
+  // first, so that the frontend gets its command-ring slots back.
+  if (fe.ext) {
+    for (auto* pending : {&s->pending_accept, &s->pending_poll}) {
+      if (*pending) Respond(fe, **pending, -ECONNABORTED);
+      pending->reset();
+    }
+    if (s->pending_shutdown) RespondExt(fe, *s->pending_shutdown, -ECONNABORTED, nullptr, 0);
+    s->pending_shutdown.reset();
+  }
   Log(LogLevel::kDebug, "event=release domid={} id={}", fe.domid, s->id);
   FreeSocket(fe, r.u.release.id);
   Respond(fe, r, 0);
@@ -875,15 +896,17 @@ void XenBackend::Impl::CmdBind(Frontend& fe, const Request& r, const pvcalls::Ch
   XenSocket* s = Find(fe, r.u.bind.id);
   if (s == nullptr) return Respond(fe, r, -EBADF);
   if (s->state != XenSocket::State::kIdle) return Respond(fe, r, -EINVAL);
-  s->fd = NewHostSocket();
-  if (s->fd < 0) return Respond(fe, r, pvcalls::ToWireErrno(errno));
-  // PVCalls v1 cannot carry setsockopt: do what servers ask for anyway.
-  const int one = 1;
-  setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  const sockaddr_in sin = ToSockaddr(c.inet);
-  if (bind(s->fd, reinterpret_cast<const sockaddr*>(&sin), sizeof(sin)) != 0) {
+  if (s->fd < 0) {
+    s->fd = NewHostSocket(s->domain);
+    if (s->fd < 0) return Respond(fe, r, pvcalls::ToWireErrno(errno));
+    // PVCalls v1 cannot carry setsockopt: do what servers ask for anyway.
+    const int one = 1;
+    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  }
+  const HostAddr addr(c.inet);
+  if (bind(s->fd, addr.sa(), addr.len) != 0) {
     const int err = errno;
-    CloseHost(*s);
+    if (!fe.ext) CloseHost(*s);  // with the extension it stays, as a kernel socket would
     Log(LogLevel::kInfo, "event=bind_failed domid={} id={} addr={} errno={}", fe.domid, s->id,
         AddrText(c.inet), ErrnoName(err));
     return Respond(fe, r, pvcalls::ToWireErrno(err));
@@ -943,10 +966,12 @@ void XenBackend::Impl::ServeListener(XenSocket& s) {
         Respond(fe, r, err);
       } else {
         n->state = XenSocket::State::kConnected;
-        sockaddr_in peer{};
+        n->domain = s.domain;
+        sockaddr_storage peer{};
         socklen_t plen = sizeof(peer);
-        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
-        n->peer = {peer.sin_addr.s_addr, ntohs(peer.sin_port)};
+        if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
+          n->peer = pvcalls::FromSockaddr(&peer, plen, true).value_or(pvcalls::InetAddr{});
+        }
         SetInterest(*n, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
         Log(LogLevel::kInfo, "event=accept domid={} listener={} id={} peer={}", fe.domid, s.id,
             n->id, AddrText(n->peer));
@@ -982,34 +1007,6 @@ void XenBackend::Impl::ServeListener(XenSocket& s) {
 
 // ---- the xsock extension ------------------------------------------------------------------
 
-namespace {
-
-// The socket options a frontend may touch (both directions unless get_only).
-struct AllowedOpt {
-  int level;
-  int name;
-  bool get_only;
-};
-constexpr AllowedOpt kAllowedOpts[] = {
-    {SOL_SOCKET, SO_KEEPALIVE, false},   {SOL_SOCKET, SO_RCVBUF, false},
-    {SOL_SOCKET, SO_SNDBUF, false},      {SOL_SOCKET, SO_REUSEADDR, false},
-    {SOL_SOCKET, SO_LINGER, false},      {SOL_SOCKET, SO_ERROR, true},
-    {IPPROTO_TCP, TCP_NODELAY, false},   {IPPROTO_TCP, TCP_KEEPIDLE, false},
-    {IPPROTO_TCP, TCP_KEEPINTVL, false}, {IPPROTO_TCP, TCP_KEEPCNT, false},
-    {IPPROTO_IPV6, IPV6_V6ONLY, false},
-};
-
-const AllowedOpt* FindOpt(uint32_t level, uint32_t name) {
-  for (const AllowedOpt& o : kAllowedOpts) {
-    if (static_cast<uint32_t>(o.level) == level && static_cast<uint32_t>(o.name) == name) {
-      return &o;
-    }
-  }
-  return nullptr;
-}
-
-}  // namespace
-
 void XenBackend::Impl::RespondExt(Frontend& fe, const Request& r, int32_t ret, const void* data,
                                   uint32_t len) {
   pvcalls::ExtResponse rsp{};
@@ -1044,10 +1041,7 @@ int32_t XenBackend::Impl::ApplyShutdown(XenSocket& s, uint32_t how) {
 }
 
 void XenBackend::Impl::CmdExtShutdown(Frontend& fe, const Request& r) {
-  const uint32_t how = r.u.ext_shutdown.how;
-  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
-    return RespondExt(fe, r, -EINVAL, nullptr, 0);
-  }
+  const uint32_t how = r.u.ext_shutdown.how;  // checked by CheckRequest
   XenSocket* s = Find(fe, r.u.ext_shutdown.id);
   if (s == nullptr) return RespondExt(fe, r, -EBADF, nullptr, 0);
   if (s->state != XenSocket::State::kConnected) return RespondExt(fe, r, -ENOTCONN, nullptr, 0);
@@ -1061,12 +1055,7 @@ void XenBackend::Impl::CmdExtShutdown(Frontend& fe, const Request& r) {
 
 void XenBackend::Impl::CmdExtSockOpt(Frontend& fe, const Request& r) {
   const auto& o = r.u.ext_sockopt;
-  const bool set = r.cmd == pvcalls::kCmdExtSetSockOpt;
-  if (o.len == 0 || o.len > pvcalls::kExtMaxOptLen) return RespondExt(fe, r, -EINVAL, nullptr, 0);
-  const AllowedOpt* allowed = FindOpt(o.level, o.name);
-  if (allowed == nullptr || (set && allowed->get_only)) {
-    return RespondExt(fe, r, -ENOPROTOOPT, nullptr, 0);
-  }
+  const bool set = r.cmd == pvcalls::kCmdExtSetSockOpt;  // length, allowlist: CheckRequest
   XenSocket* s = Find(fe, o.id);
   if (s == nullptr) return RespondExt(fe, r, -EBADF, nullptr, 0);
   // The host socket exists from bind or connect on (as in Linux's pvcalls-back).

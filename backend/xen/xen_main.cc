@@ -23,8 +23,7 @@ int RunXenTransport(const DaemonOptions& options) {
   }
   xen::XenBackendOptions xo;
   xo.handle_signals = true;
-  // ring_order counts bytes per ring locally; PVCalls counts pages for both rings.
-  (void)options;
+  xo.extension = options.xen_extension;
   auto backend = xen::XenBackend::Create(xen::RealXenApi(), xo);
   if (!backend.ok()) {
     std::fprintf(stderr, "xsockd: --transport xen: %s\n",
@@ -50,12 +49,13 @@ std::string XenFrontUnavailableReason() {
 }
 
 std::unique_ptr<HostStack> StartXenFront(const DaemonOptions& options) {
-  (void)options;
   if (const std::string why = XenFrontUnavailableReason(); !why.empty()) {
     std::fprintf(stderr, "xsockd: --front xen: %s\n", why.c_str());
     return nullptr;
   }
-  auto front = xen::FrontStack::Create(xen::RealXenApi(), xen::FrontStackOptions{});
+  xen::FrontStackOptions fo;
+  fo.extension = options.xen_extension;
+  auto front = xen::FrontStack::Create(xen::RealXenApi(), fo);
   if (!front.ok()) {
     std::fprintf(stderr, "xsockd: --front xen: %s\n",
                  std::string(front.status().message()).c_str());

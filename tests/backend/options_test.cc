@@ -61,6 +61,16 @@ TEST_CASE("bad command lines name the problem", "[backend][options]") {
   CHECK(ErrorOf({"--socket="}) == "option '--socket': the path is empty");
   CHECK(ErrorOf({"-q=1"}) == "unknown option '-q=1'");
   CHECK(ErrorOf({"--quiet=1"}) == "option '--quiet' takes no value");
+  CHECK(ErrorOf({"--no-xen-ext"}) == "option '--no-xen-ext' needs --transport xen or --front xen");
+  CHECK(ErrorOf({"--no-xen-ext=1", "--front", "xen"}) == "option '--no-xen-ext' takes no value");
+}
+
+TEST_CASE("--no-xen-ext turns the xsock extension off for the xen transport and front",
+          "[backend][options]") {
+  CHECK(ParseCommandLine({"--front", "xen"}, nullptr)->options.xen_extension);
+  CHECK_FALSE(ParseCommandLine({"--front", "xen", "--no-xen-ext"}, nullptr)->options.xen_extension);
+  CHECK_FALSE(
+      ParseCommandLine({"--no-xen-ext", "--transport=xen"}, nullptr)->options.xen_extension);
 }
 
 TEST_CASE("--help and --version stop parsing", "[backend][options]") {

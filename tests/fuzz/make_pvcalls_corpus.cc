@@ -16,9 +16,10 @@ namespace pv = xsock::pvcalls;
 
 namespace {
 
-std::vector<uint8_t> RequestSeed(const pv::Request& r) {
+// Decoder 0: a standard request; 3: a request with the xsock extension negotiated.
+std::vector<uint8_t> RequestSeed(const pv::Request& r, uint8_t decoder = 0) {
   std::vector<uint8_t> v(1 + sizeof(r));
-  v[0] = 0;
+  v[0] = decoder;
   std::memcpy(v.data() + 1, &r, sizeof(r));
   return v;
 }
@@ -80,8 +81,51 @@ std::vector<uint8_t> Seed(const std::string& name) {
     std::memcpy(s.data() + 1, v, 16);
     s[17] = 0;
     return s;
+  } else if (name == "ext-socket6.bin") {
+    r.cmd = pv::kCmdSocket;
+    r.u.socket.domain = AF_INET6;
+    r.u.socket.type = SOCK_STREAM;
+    return RequestSeed(r, 3);
+  } else if (name == "ext-connect6.bin") {
+    r.cmd = pv::kCmdConnect;
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_port = htons(443);
+    sin6.sin6_addr = in6addr_loopback;
+    std::memcpy(r.u.connect.addr, &sin6, sizeof(sin6));
+    r.u.connect.len = sizeof(sin6);
+    r.u.connect.ref = 9;
+    r.u.connect.evtchn = 3;
+    return RequestSeed(r, 3);
+  } else if (name == "ext-shutdown.bin") {
+    r.cmd = pv::kCmdExtShutdown;
+    r.u.ext_shutdown.how = SHUT_WR;
+    return RequestSeed(r, 3);
+  } else if (name == "ext-sockopt.bin") {
+    r.cmd = pv::kCmdExtSetSockOpt;
+    r.u.ext_sockopt.level = SOL_SOCKET;
+    r.u.ext_sockopt.name = SO_KEEPALIVE;
+    r.u.ext_sockopt.len = 4;
+    r.u.ext_sockopt.value[0] = 1;
+    return RequestSeed(r, 3);
+  } else if (name == "ext-name.bin") {
+    // As a response: 24 standard bytes, len 16, a sockaddr_in payload.
+    pv::ExtResponse e{};
+    e.base.req_id = 1;
+    e.base.cmd = pv::kCmdExtGetPeerName;
+    e.len = sizeof(sockaddr_in);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(5000);
+    std::memcpy(e.data, &sin, sizeof(sin));
+    std::vector<uint8_t> v(1 + sizeof(e));
+    v[0] = 3;
+    std::memcpy(v.data() + 1, &e, sizeof(e));
+    return v;
   } else if (name == "xenstore.bin") {
-    const std::string n = "\x02" "4294967295";
+    const std::string n =
+        "\x02"
+        "4294967295";
     return std::vector<uint8_t>(n.begin(), n.end());
   } else {
     return {};

@@ -1,5 +1,6 @@
 // Fuzzing what a PVCalls backend reads from a frontend (shared/pvcalls.h): command ring
-// slots, command ring and data ring indices, XenStore values. The first byte picks the
+// slots (standard, and with the xsock extension negotiated), command ring and data ring
+// indices, XenStore values, and the extension responses a frontend reads. The first byte picks the
 // decoder; the rest is its input. Every accepted value is checked against the property
 // the caller relies on (an abort is a finding).
 #include <netinet/in.h>
@@ -26,16 +27,35 @@ uint32_t U32(const uint8_t* p) {
   return v;
 }
 
-void FuzzRequest(const uint8_t* data, size_t size) {
+// With `ext`, as a backend that negotiated the xsock extension reads it, and the same bytes
+// as the extension response a frontend reads (its payload is a peer-written address).
+void FuzzRequest(const uint8_t* data, size_t size, bool ext) {
   uint8_t slot[sizeof(pv::Request)] = {};
   std::memcpy(slot, data, size < sizeof(slot) ? size : sizeof(slot));
   const pv::Request r = pv::CopyRequest(slot);
-  const pv::Checked c = pv::CheckRequest(r);
+  const pv::Checked c = pv::CheckRequest(r, ext);
   switch (c.verdict) {
     case pv::Verdict::kExecute:
-      Require(r.cmd <= pv::kCmdPoll);
+      Require(r.cmd <= pv::kCmdPoll || (ext && pv::IsExtCommand(r.cmd)));
       if (r.cmd == pv::kCmdConnect) Require(r.u.connect.len >= 16 && r.u.connect.flags == 0);
       if (r.cmd == pv::kCmdBind) Require(r.u.bind.len >= 16);
+      if (r.cmd == pv::kCmdConnect || r.cmd == pv::kCmdBind) {
+        const uint32_t len = r.cmd == pv::kCmdConnect ? r.u.connect.len : r.u.bind.len;
+        Require(c.inet.family == AF_INET || (ext && c.inet.family == AF_INET6 && len >= 28));
+        uint8_t sa[28];
+        const uint32_t n = pv::ToSockaddr(c.inet, sa);
+        Require(n == (c.inet.family == AF_INET6 ? 28u : 16u));
+        Require(!pv::AddrText(c.inet).empty());
+      }
+      if (r.cmd == pv::kCmdSocket) {
+        Require(r.u.socket.domain == AF_INET || (ext && r.u.socket.domain == AF_INET6));
+      }
+      if (r.cmd == pv::kCmdExtShutdown) Require(r.u.ext_shutdown.how <= 2);
+      if (r.cmd == pv::kCmdExtSetSockOpt || r.cmd == pv::kCmdExtGetSockOpt) {
+        const auto& o = r.u.ext_sockopt;
+        Require(o.len >= 1 && o.len <= pv::kExtMaxOptLen);
+        Require(pv::ExtOptionAllowed(o.level, o.name, r.cmd == pv::kCmdExtSetSockOpt));
+      }
       if (r.cmd == pv::kCmdListen) Require(c.backlog <= pv::kMaxBacklog);
       if (r.cmd == pv::kCmdRelease) Require(r.u.release.reuse <= 1);
       break;
@@ -49,6 +69,18 @@ void FuzzRequest(const uint8_t* data, size_t size) {
   }
   const pv::Response rsp = pv::MakeResponse(r, c.error);
   Require(rsp.req_id == r.req_id && rsp.cmd == r.cmd && rsp.pad == 0);
+  if (ext) {
+    // The front's reading of an extension response: len checked before the payload.
+    pv::ExtResponse e;
+    static_assert(sizeof(e) == sizeof(slot));
+    std::memcpy(&e, slot, sizeof(e));
+    if (e.len <= sizeof(e.data)) {
+      if (auto a = pv::FromSockaddr(e.data, e.len, true)) {
+        Require(a->family == AF_INET || a->family == AF_INET6);
+        Require(e.len >= (a->family == AF_INET6 ? 28u : 16u));
+      }
+    }
+  }
 }
 
 void FuzzRings(const uint8_t* data, size_t size) {
@@ -84,9 +116,12 @@ void FuzzXenStore(const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0:
-      FuzzRequest(data + 1, size - 1);
+      FuzzRequest(data + 1, size - 1, false);
+      break;
+    case 3:
+      FuzzRequest(data + 1, size - 1, true);
       break;
     case 1:
       FuzzRings(data + 1, size - 1);

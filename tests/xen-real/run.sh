@@ -155,10 +155,10 @@ rm -f /tmp/file /tmp/want
 xsockd --socket /run/local.sock --admin-socket none > /tmp/local.log 2>&1 &
 $ES --bind 127.0.0.1 --port 7100 > /tmp/les.log 2>&1 &
 i=0; while { [ ! -S /run/local.sock ] || [ ! -s /tmp/les.log ]; } && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2; i=\$((i+1)); done
-env LD_PRELOAD=/lib/libxsock.so XSOCK_SOCKET=/run/local.sock XSOCK_ROUTE=127.0.0.0/8 $SC --mode epoll-et --no-shutdown --bytes $CONTROL --timeout $((STEP - 5)) 127.0.0.1 7100 > /tmp/lsc.log 2>&1
+env LD_PRELOAD=/lib/libxsock.so XSOCK_SOCKET=/run/local.sock XSOCK_ROUTE=127.0.0.0/8 $SC --mode epoll-et --bytes $CONTROL --timeout $((STEP - 5)) 127.0.0.1 7100 > /tmp/lsc.log 2>&1
 rc=\$?; echo \"XSOCK-FRONT local-control exit=\$rc \$(tail -n 1 /tmp/lsc.log)\"; [ \$rc = 0 ] || { echo \"--- local xsockd log\"; tail -n 5 /tmp/local.log; cat /tmp/les.log; }
 t=\$(cut -d' ' -f1 /proc/uptime)
-\$R $SC --mode epoll-et --no-shutdown --bytes $BYTES --timeout $((STEP - 5)) 127.0.0.1 7000 > /tmp/sc.log 2>&1
+\$R $SC --mode epoll-et --bytes $BYTES --timeout $((STEP - 5)) 127.0.0.1 7000 > /tmp/sc.log 2>&1
 rc=\$?
 echo \"XSOCK-FRONT echo exit=\$rc from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/sc.log)\"
 [ \$rc = 0 ] || { echo '--- front log'; tail -n 40 /tmp/front.log; }
@@ -169,6 +169,7 @@ echo \"XSOCK-FRONT LISTENING \$(head -n 1 /tmp/es.log)\"
 i=0; while kill -0 \$es 2>/dev/null && [ \$i -lt $STEP ]; do sleep 1; i=\$((i+1)); done
 kill \$es 2>/dev/null; wait \$es; echo \"XSOCK-FRONT listen exit=\$? \$(tail -n 1 /tmp/es.log)\"
 echo '--- front log'; tail -n 40 /tmp/front.log; echo '--- echo server log'; cat /tmp/es.log
+grep -q 'event=front_connected.* ext=1' /tmp/front.log && echo 'XSOCK-FRONT ext=1' || echo 'XSOCK-FRONT ext=0'
 echo 'XSOCK-FRONT done'"
 fi
 cat > "$D/init" <<EOI
@@ -251,12 +252,13 @@ wait_for 'XSOCK-FRONT echo' \$L || fail 'echo in the domU'
 if grep -q 'XSOCK-FRONT echo exit=0' \$L; then note 'epoll echo verified'; else note 'echo: stream-check failed'; bad=\${bad:-'echo: stream-check failed'}; fi
 wait_for 'XSOCK-FRONT LISTENING' \$L || fail 'listener in the domU'
 t=\$(cut -d' ' -f1 /proc/uptime)
-timeout \$STEP $SC --mode epoll-et --no-shutdown --bytes $SMALL --timeout \$((STEP - 5)) 127.0.0.1 7002 > /tmp/client.log 2>&1
+timeout \$STEP $SC --mode epoll-et --bytes $SMALL --timeout \$((STEP - 5)) 127.0.0.1 7002 > /tmp/client.log 2>&1
 rc=\$?
 echo \"dom0 client to the domU's listener: exit=\$rc from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/client.log)\"
 [ \$rc = 0 ] || bad=\${bad:-'dom0 client to the domU listener'}
 wait_for 'XSOCK-FRONT listen exit' \$L || fail 'domU listener did not finish'
 wait_for 'XSOCK-FRONT done' \$L || fail 'domU test did not finish'
+if grep -q 'XSOCK-FRONT ext=1' \$L; then note 'xsock extension negotiated (the echoes half-closed through it)'; else bad=\${bad:-'xsock extension not negotiated'}; fi
 [ -z \"\$bad\" ] || fail \"\$bad\"
 note 'domU listener served dom0 client'"
 fi

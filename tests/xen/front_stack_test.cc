@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -43,10 +44,11 @@ struct Dom0 {
   std::unique_ptr<XenBackend> backend;
   std::thread thread;
   std::atomic<bool> run_ok{false};
-  explicit Dom0(uint32_t max_order = 4) {
+  explicit Dom0(uint32_t max_order = 4, bool extension = true) {
     xd::ScopedDomain as(0);
     XenBackendOptions o;
     o.max_ring_order = max_order;
+    o.extension = extension;
     auto b = XenBackend::Create(xd::Api(), o);
     REQUIRE(b.ok());
     backend = std::move(*b);
@@ -79,9 +81,11 @@ struct World {
   std::unique_ptr<Dom0> dom0;
   std::unique_ptr<FrontStack> front;
   std::unique_ptr<TestServer> server;
-  explicit World(uint32_t ring_order = 4, uint32_t max_order = 4) {
+  // dom0_ext, front_ext: whether each side offers/asks for the xsock extension.
+  explicit World(uint32_t ring_order = 4, uint32_t max_order = 4, bool dom0_ext = true,
+                 bool front_ext = true) {
     xd::Reset();
-    dom0 = std::make_unique<Dom0>(max_order);
+    dom0 = std::make_unique<Dom0>(max_order, dom0_ext);
     Toolstack();
     {
       xd::ScopedDomain as(kDomU);
@@ -90,6 +94,7 @@ struct World {
       o.ring_order = ring_order;
       o.probe_interval = std::chrono::milliseconds(200);
       o.probe_timeout = std::chrono::milliseconds(1000);
+      o.extension = front_ext;
       auto f = FrontStack::Create(xd::Api(), o);
       REQUIRE(f.ok());
       front = std::move(*f);
@@ -107,8 +112,9 @@ struct World {
 };
 
 std::unique_ptr<AppSocket> ConnectApp(Control& ctl, const proto::SockAddr& addr) {
-  auto app = AppSocket::Create(ctl, AF_INET, 0);
+  auto app = AppSocket::Create(ctl, addr.family, 0);
   const int err = app->Connect(ctl, addr);
+  CAPTURE(err);
   REQUIRE((err == 0 || err == EINPROGRESS));
   REQUIRE(app->WaitConnectDone() == SocketState::kConnected);
   return app;
@@ -241,8 +247,7 @@ TEST_CASE("front: a peer's reset reaches the app as ECONNRESET", "[front]") {
   CHECK(app->Read(&b, 1) == -ECONNRESET);
 }
 
-TEST_CASE("front: dom0's backend gone resets the app's connection with ECONNRESET",
-          "[front]") {
+TEST_CASE("front: dom0's backend gone resets the app's connection with ECONNRESET", "[front]") {
   World w;
   Control ctl(w.server->path());
   ctl.Hello();
@@ -259,6 +264,229 @@ TEST_CASE("front: dom0's backend gone resets the app's connection with ECONNRESE
   char b;
   CHECK(app->Read(&b, 1, 20000) == -ECONNRESET);
   CHECK(w.front->Stats().backend_losses >= 1);
+}
+
+// ---- the xsock extension (docs/xen.md) ------------------------------------------------------
+
+template <class T>
+std::vector<uint8_t> Bytes(const T& v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  return {p, p + sizeof(v)};
+}
+
+int IntOf(const std::vector<uint8_t>& v) {
+  int x = -1;
+  if (v.size() == sizeof(x)) std::memcpy(&x, v.data(), sizeof(x));
+  return x;
+}
+
+proto::SockAddr LocalName(int fd, bool peer) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  REQUIRE((peer ? getpeername(fd, sa, &len) : getsockname(fd, sa, &len)) == 0);
+  auto a = proto::FromSockaddr(sa, len);
+  REQUIRE(a.ok());
+  return *a;
+}
+
+TEST_CASE("front ext: the app's half-close reaches dom0's peer as EOF, the reply still flows",
+          "[front][ext]") {
+  World w;
+  REQUIRE(w.front->Extension());
+  CHECK(xd::StoreRead(pv::FrontendPath(kDomU) + "/xsock-ext") == "1");
+  Control ctl(w.server->path());
+  ctl.Hello();
+  auto listener = TcpListener::Open(AF_INET);
+  auto app = ConnectApp(ctl, listener.Addr());
+  UniqueFd peer = listener.Accept();
+  REQUIRE(peer.valid());
+  const std::vector<uint8_t> request = Pattern(100000, 21);
+  REQUIRE(app->WriteAll(request.data(), request.size()));
+  CHECK(ctl.CallAs<proto::ShutdownReply>(proto::ShutdownRequest{app->id(), SHUT_WR}).err == 0);
+  // PVCalls v1 has no way to say this: the peer sees EOF only at release.
+  int err = -1;
+  const std::vector<uint8_t> got = RecvToEof(peer.get(), &err, 20000);
+  CHECK(err == 0);
+  CHECK(Diff(got, request) == "");
+  const std::vector<uint8_t> reply = Pattern(150000, 22);
+  {
+    ScopedThread t([&] { SendAll(peer.get(), reply, 20000); }, peer.get());
+    std::vector<uint8_t> back;
+    REQUIRE(AppReadExactly(*app, back, reply.size()));
+    CHECK(Diff(back, reply) == "");
+  }
+  peer.reset();
+  char b;
+  CHECK(app->Read(&b, 1) == 0);
+}
+
+TEST_CASE("front ext: socket names and options come from dom0's real socket", "[front][ext]") {
+  World w;
+  REQUIRE(w.front->Extension());
+  Control ctl(w.server->path());
+  ctl.Hello();
+  auto listener = TcpListener::Open(AF_INET);
+  auto app = AppSocket::Create(ctl, AF_INET, 0);
+  // Set before connect: dom0's host socket exists from PVCALLS_SOCKET on, under the
+  // extension. The kernel doubles SO_RCVBUF: a value read back from a record would not be.
+  const int rcvbuf = 100000;
+  CHECK(ctl.CallAs<proto::SetSockOptReply>(
+               proto::SetSockOptRequest{app->id(), SOL_SOCKET, SO_RCVBUF, Bytes(rcvbuf)})
+            .err == 0);
+  const int one = 1;
+  CHECK(ctl.CallAs<proto::SetSockOptReply>(
+               proto::SetSockOptRequest{app->id(), IPPROTO_TCP, TCP_NODELAY, Bytes(one)})
+            .err == 0);
+  const int err = app->Connect(ctl, listener.Addr());
+  REQUIRE((err == 0 || err == EINPROGRESS));
+  REQUIRE(app->WaitConnectDone() == SocketState::kConnected);
+  UniqueFd peer = listener.Accept();
+  REQUIRE(peer.valid());
+  const auto rcv = ctl.CallAs<proto::GetSockOptReply>(
+      proto::GetSockOptRequest{app->id(), SOL_SOCKET, SO_RCVBUF, sizeof(int)});
+  CHECK(rcv.err == 0);
+  CHECK(IntOf(rcv.value) == 2 * rcvbuf);
+  const auto nodelay = ctl.CallAs<proto::GetSockOptReply>(
+      proto::GetSockOptRequest{app->id(), IPPROTO_TCP, TCP_NODELAY, sizeof(int)});
+  CHECK(nodelay.err == 0);
+  CHECK(IntOf(nodelay.value) == 1);
+  // The local name is dom0's ephemeral port, the one the peer sees.
+  const auto name = ctl.CallAs<proto::GetSockNameReply>(proto::GetSockNameRequest{app->id()});
+  CHECK(name.err == 0);
+  CHECK(name.addr == LocalName(peer.get(), true));
+  CHECK(name.addr.port != 0);
+  const auto peername = ctl.CallAs<proto::GetPeerNameReply>(proto::GetPeerNameRequest{app->id()});
+  CHECK(peername.err == 0);
+  CHECK(peername.addr == listener.Addr());
+}
+
+TEST_CASE("front ext: a listener through dom0 knows its port and who connected", "[front][ext]") {
+  World w;
+  REQUIRE(w.front->Extension());
+  FrontStack& f = *w.front;
+  UniqueFd l(f.Socket(AF_INET));
+  REQUIRE(l.valid());
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(f.Bind(l.get(), reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0);
+  REQUIRE(f.Listen(l.get(), 4) == 0);
+  sockaddr_in bound{};
+  socklen_t len = sizeof(bound);
+  REQUIRE(f.GetSockName(l.get(), reinterpret_cast<sockaddr*>(&bound), &len) == 0);
+  REQUIRE(len == sizeof(bound));
+  CHECK(bound.sin_port != 0);  // port 0 was asked for: this is the one dom0's kernel chose
+  UniqueFd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(connect(client.get(), reinterpret_cast<const sockaddr*>(&bound), sizeof(bound)) == 0);
+  pollfd p{l.get(), POLLIN, 0};
+  REQUIRE(poll(&p, 1, kTimeoutMs) == 1);
+  UniqueFd c(f.Accept(l.get()));
+  REQUIRE(c.valid());
+  sockaddr_in who{};
+  len = sizeof(who);
+  REQUIRE(f.GetPeerName(c.get(), reinterpret_cast<sockaddr*>(&who), &len) == 0);
+  CHECK(LocalName(client.get(), false) ==
+        *proto::FromSockaddr(reinterpret_cast<sockaddr*>(&who), len));
+}
+
+// A listener always has an accept outstanding at dom0. Standard PVCalls drops it unanswered
+// at release, which costs its command-ring slot for good; the extension answers it.
+void ReleaseListeners(World& w, int n) {
+  FrontStack& f = *w.front;
+  for (int i = 0; i < n; ++i) {
+    UniqueFd l(f.Socket(AF_INET));
+    REQUIRE(l.valid());
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(f.Bind(l.get(), reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0);
+    REQUIRE(f.Listen(l.get(), 4) == 0);
+  }  // closed: the front releases it
+  REQUIRE(Eventually([&] { return f.Stats().live_sockets == 0; }));
+}
+
+TEST_CASE("front ext: released listeners give their pending accept's slot back", "[front][ext]") {
+  SECTION("extension") {
+    World w;
+    ReleaseListeners(w, 3);
+    CHECK(w.front->Stats().leaked_slots == 0);
+    // 3 more than the slots a leak would leave: each listener needs three at once.
+    ReleaseListeners(w, 12);
+    CHECK(w.front->Stats().leaked_slots == 0);
+  }
+  SECTION("standard PVCalls v1: the slot is lost, counted") {
+    World w(4, 4, /*dom0_ext=*/false);
+    ReleaseListeners(w, 3);
+    CHECK(w.front->Stats().leaked_slots == 3);
+  }
+}
+
+TEST_CASE("front ext: IPv6 to [::1], hash-checked both ways", "[front][ext]") {
+  World w;
+  REQUIRE(w.front->Extension());
+  Control ctl(w.server->path());
+  ctl.Hello();
+  auto listener = TcpListener::Open(AF_INET6);
+  auto app = ConnectApp(ctl, listener.Addr());
+  UniqueFd peer = listener.Accept();
+  REQUIRE(peer.valid());
+  const std::vector<uint8_t> up = Pattern(1 << 20, 31);
+  std::vector<uint8_t> got_up(up.size());
+  std::atomic<bool> up_ok{false};
+  {
+    ScopedThread t([&] { up_ok = RecvExactly(peer.get(), got_up, 60000); }, peer.get());
+    REQUIRE(app->WriteAll(up.data(), up.size(), 60000));
+  }
+  REQUIRE(up_ok.load());
+  CHECK(Fnv1a(got_up) == Fnv1a(up));
+  const std::vector<uint8_t> down = Pattern(1 << 20, 32);
+  std::vector<uint8_t> got_down;
+  {
+    ScopedThread t([&] { SendAll(peer.get(), down, 60000); }, peer.get());
+    REQUIRE(AppReadExactly(*app, got_down, down.size()));
+  }
+  CHECK(Fnv1a(got_down) == Fnv1a(down));
+  const auto peername = ctl.CallAs<proto::GetPeerNameReply>(proto::GetPeerNameRequest{app->id()});
+  CHECK(peername.err == 0);
+  CHECK(peername.addr == listener.Addr());
+  const auto name = ctl.CallAs<proto::GetSockNameReply>(proto::GetSockNameRequest{app->id()});
+  CHECK(name.addr == LocalName(peer.get(), true));
+}
+
+TEST_CASE("front: a backend without the extension gets a standard PVCalls v1 frontend",
+          "[front][ext]") {
+  World w(4, 4, /*dom0_ext=*/false);
+  CHECK_FALSE(w.front->Extension());
+  CHECK(xd::StoreRead(pv::FrontendPath(kDomU) + "/xsock-ext") == "0");
+  CHECK(w.front->Socket(AF_INET6) == -EAFNOSUPPORT);
+  Control ctl(w.server->path());
+  ctl.Hello();
+  auto listener = TcpListener::Open(AF_INET);
+  auto app = ConnectApp(ctl, listener.Addr());
+  UniqueFd peer = listener.Accept();
+  REQUIRE(peer.valid());
+  const std::vector<uint8_t> data = Pattern(5000, 41);
+  REQUIRE(app->WriteAll(data.data(), data.size()));
+  std::vector<uint8_t> got(data.size());
+  REQUIRE(RecvExactly(peer.get(), got));
+  CHECK(Diff(got, data) == "");
+  // Options are recorded, not applied: read back exactly as set.
+  const int rcvbuf = 100000;
+  CHECK(ctl.CallAs<proto::SetSockOptReply>(
+               proto::SetSockOptRequest{app->id(), SOL_SOCKET, SO_RCVBUF, Bytes(rcvbuf)})
+            .err == 0);
+  const auto rcv = ctl.CallAs<proto::GetSockOptReply>(
+      proto::GetSockOptRequest{app->id(), SOL_SOCKET, SO_RCVBUF, sizeof(int)});
+  CHECK(IntOf(rcv.value) == rcvbuf);
+}
+
+TEST_CASE("front: a front that does not ask for the extension is served as standard",
+          "[front][ext]") {
+  World w(4, 4, /*dom0_ext=*/true, /*front_ext=*/false);
+  CHECK_FALSE(w.front->Extension());
+  CHECK(xd::StoreRead(pv::FrontendPath(kDomU) + "/xsock-ext") == "0");
+  CHECK(w.front->Socket(AF_INET6) == -EAFNOSUPPORT);
 }
 
 }  // namespace

@@ -226,3 +226,87 @@ TEST_CASE("XenStore paths of a frontend") {
   CHECK(pv::BackendPath(0, 3) == "/local/domain/0/backend/pvcalls/3/0");
   CHECK(pv::FrontendPath(3) == "/local/domain/3/device/pvcalls/0");
 }
+
+// ---- the xsock extension ----------------------------------------------------------------
+
+namespace {
+pv::Request Connect6(uint32_t len) {
+  pv::Request r{};
+  r.cmd = pv::kCmdConnect;
+  r.u.connect.id = 7;
+  sockaddr_in6 sin6{};
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_port = htons(443);
+  sin6.sin6_addr = in6addr_loopback;
+  sin6.sin6_scope_id = 3;
+  std::memcpy(r.u.connect.addr, &sin6, sizeof(sin6));
+  r.u.connect.len = len;
+  return r;
+}
+}  // namespace
+
+TEST_CASE("ext: AF_INET6 sockets and sockaddr_in6 addresses only when negotiated") {
+  pv::Request s{};
+  s.cmd = pv::kCmdSocket;
+  s.u.socket.domain = AF_INET6;
+  s.u.socket.type = SOCK_STREAM;
+  CHECK(pv::CheckRequest(s, false).error == -EAFNOSUPPORT);
+  CHECK(pv::CheckRequest(s, true).verdict == pv::Verdict::kExecute);
+  s.u.socket.domain = AF_UNIX;
+  CHECK(pv::CheckRequest(s, true).error == -EAFNOSUPPORT);
+
+  CHECK(pv::CheckRequest(Connect6(28), false).error == -EINVAL);
+  const auto c = pv::CheckRequest(Connect6(28), true);
+  REQUIRE(c.verdict == pv::Verdict::kExecute);
+  CHECK(c.inet.family == AF_INET6);
+  CHECK(c.inet.port == 443);
+  CHECK(c.inet.scope_id == 3);
+  CHECK(std::memcmp(c.inet.addr6, &in6addr_loopback, 16) == 0);
+  CHECK(pv::AddrText(c.inet) == "[::1]:443");
+  // A sockaddr_in6 is 28 bytes: anything shorter is refused, as the kernel does.
+  CHECK(pv::CheckRequest(Connect6(24), true).error == -EINVAL);
+  // Round trip through ToSockaddr.
+  sockaddr_in6 back{};
+  REQUIRE(pv::ToSockaddr(c.inet, &back) == sizeof(back));
+  CHECK(back.sin6_family == AF_INET6);
+  CHECK(ntohs(back.sin6_port) == 443);
+  CHECK(back.sin6_scope_id == 3);
+  // IPv4 is unchanged under the extension.
+  CHECK(pv::CheckRequest(Connect(AF_INET, 16), true).inet.family == AF_INET);
+}
+
+TEST_CASE("ext: commands are unknown (-ENOTSUPP) unless negotiated; their fields are checked") {
+  pv::Request r{};
+  r.cmd = pv::kCmdExtShutdown;
+  r.u.ext_shutdown.how = SHUT_WR;
+  CHECK(pv::CheckRequest(r, false).error == pv::kWireENOTSUPP);
+  CHECK(pv::CheckRequest(r, true).verdict == pv::Verdict::kExecute);
+  r.u.ext_shutdown.how = 3;
+  CHECK(pv::CheckRequest(r, true).error == -EINVAL);
+
+  pv::Request o{};
+  o.cmd = pv::kCmdExtSetSockOpt;
+  o.u.ext_sockopt.level = IPPROTO_TCP;
+  o.u.ext_sockopt.name = 1;  // TCP_NODELAY
+  o.u.ext_sockopt.len = 4;
+  CHECK(pv::CheckRequest(o, false).error == pv::kWireENOTSUPP);
+  CHECK(pv::CheckRequest(o, true).verdict == pv::Verdict::kExecute);
+  o.u.ext_sockopt.len = 0;
+  CHECK(pv::CheckRequest(o, true).error == -EINVAL);
+  o.u.ext_sockopt.len = pv::kExtMaxOptLen + 1;
+  CHECK(pv::CheckRequest(o, true).error == -EINVAL);
+  o.u.ext_sockopt.len = 4;
+  o.u.ext_sockopt.level = SOL_SOCKET;
+  o.u.ext_sockopt.name = SO_BINDTODEVICE;  // not carried: a guest must not pick dom0's NIC
+  CHECK(pv::CheckRequest(o, true).error == -ENOPROTOOPT);
+  o.u.ext_sockopt.name = SO_ERROR;  // read only
+  CHECK(pv::CheckRequest(o, true).error == -ENOPROTOOPT);
+  o.cmd = pv::kCmdExtGetSockOpt;
+  CHECK(pv::CheckRequest(o, true).verdict == pv::Verdict::kExecute);
+
+  pv::Request n{};
+  n.cmd = pv::kCmdExtGetPeerName;
+  CHECK(pv::CheckRequest(n, true).verdict == pv::Verdict::kExecute);
+  n.cmd = pv::kCmdExtGetPeerName + 1;  // past the extension's numbers
+  CHECK(pv::CheckRequest(n, true).error == pv::kWireENOTSUPP);
+}
