@@ -2,6 +2,9 @@
 // stack installed with InstallHostStack() really carries a routed socket's host side
 // (the test stack forwards to the kernel and counts), and what it says about an EOF
 // (EofError) is what the app sees.
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <map>
@@ -9,6 +12,7 @@
 #include <string>
 
 #include "backend/host_stack.h"
+#include "backend/unix_diag.h"
 #include "tests/backend/test_client.h"
 
 namespace xsock::testing {
@@ -128,6 +132,25 @@ TEST_CASE("with the kernel stack the same EOF stays an end of stream", "[seam]")
   shutdown(peer.get(), SHUT_WR);
   char b;
   CHECK(app->Read(&b, 1) == 0);
+}
+
+// The front and the server ask whether the app's end of a socketpair still exists. Both
+// lookups must say "alive" for an end that is only half-closed (a minimal guest kernel
+// without unix_diag answered -ENOENT for everything, which read as "gone" and dropped the
+// rest of a half-closed connection's reply), and "gone" once it is closed.
+TEST_CASE("unix socket presence: alive while half-closed, gone after close, both lookups") {
+  int pair[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  UniqueFd a(pair[0]), b(pair[1]);
+  struct stat st;
+  REQUIRE(fstat(a.get(), &st) == 0);
+  REQUIRE(shutdown(a.get(), SHUT_WR) == 0);
+  uint64_t cookie = 0;
+  CHECK(backend::LookUpUnixSocket(st.st_ino, &cookie) == backend::UnixPresence::kAlive);
+  CHECK(backend::LookUpUnixSocketInProc(st.st_ino) == backend::UnixPresence::kAlive);
+  a.reset();
+  CHECK(backend::LookUpUnixSocket(st.st_ino, &cookie) == backend::UnixPresence::kGone);
+  CHECK(backend::LookUpUnixSocketInProc(st.st_ino) == backend::UnixPresence::kGone);
 }
 
 }  // namespace

@@ -1,0 +1,305 @@
+// What the front's extra copy costs (issue 6 item 4, docs/xen.md "Design of the front").
+//
+// `xsockd --front xen` cannot let the application map the PVCalls grant pages (its rings
+// have the memfd layout of shared/socket_page.h), so each byte makes one more hop: app
+// ring -> xsockd -> AF_UNIX socketpair -> the front's thread -> PVCalls ring. This program
+// measures that hop side by side with the paths around it, in one run, on this machine:
+//
+//   local   app -> xsockd (kernel host stack) -> loopback TCP -> sink
+//   front   app -> xsockd -> socketpair -> FrontStack -> PVCalls ring -> dom0 XenBackend
+//           -> loopback TCP -> sink                      (what a domU application gets)
+//   direct  a PVCalls frontend writing the ring itself -> dom0 XenBackend -> loopback
+//           TCP -> sink                           (what mapping the grant pages would give)
+//
+// front and direct run the real FrontStack and XenBackend over the test double of the Xen
+// libraries (tests/xen/xen_double.h): grant pages are shared memfd pages, event channels
+// eventfds. It measures memory copies, hops and wake-ups, not Xen's hypercalls or a real
+// guest's memory: read front/direct as the cost of the extra hop, not as Xen throughput.
+// Each transfer is checked (byte count and FNV-1a hash at the sink).
+// Catch2 runs the one case (its REQUIREs are the harness's checks); main() is ours.
+#define CATCH_CONFIG_RUNNER
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/host_stack.h"
+#include "backend/xen/front_stack.h"
+#include "backend/xen/xen_backend.h"
+#include "tests/backend/test_client.h"
+#include "tests/xen/test_front.h"
+#include "tests/xen/xen_double.h"
+
+namespace xsock::testing {
+namespace {
+
+namespace xd = xsock::xen_double;
+using backend::xen::FrontStack;
+using backend::xen::FrontStackOptions;
+using backend::xen::XenBackend;
+using backend::xen::XenBackendOptions;
+using Clock = std::chrono::steady_clock;
+
+struct Params {
+  size_t bytes = size_t{256} << 20;
+  int runs = 3;
+  uint32_t pv_order = 4;  // PVCalls data ring order (2^order pages, half each way)
+  std::string configs = "local,front,direct";
+};
+Params g_params;
+
+constexpr uint32_t kDomU = 1;
+constexpr size_t kChunk = 256 * 1024;
+
+// dom0's backend serving in a thread.
+struct Dom0 {
+  std::unique_ptr<XenBackend> backend;
+  std::thread thread;
+  explicit Dom0(uint32_t max_order) {
+    xd::ScopedDomain as(0);
+    XenBackendOptions o;
+    o.max_ring_order = max_order;
+    auto b = XenBackend::Create(xd::Api(), o);
+    REQUIRE(b.ok());
+    backend = std::move(*b);
+    thread = std::thread([this] { (void)backend->Run(); });
+  }
+  ~Dom0() {
+    backend->Stop();
+    thread.join();
+  }
+};
+
+void Toolstack() {
+  const std::string front = pvcalls::FrontendPath(kDomU);
+  const std::string back = pvcalls::BackendPath(0, kDomU);
+  xd::StoreWrite(front + "/backend", back);
+  xd::StoreWrite(front + "/backend-id", "0");
+  xd::StoreWrite(front + "/state", "1");
+  xd::StoreWrite(back + "/frontend-id", std::to_string(kDomU));
+  xd::StoreWrite(back + "/state", "1");
+  xd::StoreWrite(back + "/frontend", front);
+}
+
+// The sink: reads `n` bytes from `fd`, hashes them, notes when the last one arrived.
+struct Sink {
+  size_t got = 0;
+  uint64_t hash = 0xcbf29ce484222325ull;
+  Clock::time_point done{};
+  void Run(int fd, size_t n) {
+    std::vector<uint8_t> buf(1 << 16);
+    while (got < n) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 30000) != 1) return;
+      const ssize_t r = recv(fd, buf.data(), buf.size(), 0);
+      if (r <= 0) return;
+      hash = Fnv1a({buf.data(), static_cast<size_t>(r)}, hash);
+      got += static_cast<size_t>(r);
+    }
+    done = Clock::now();
+  }
+};
+
+// The data: one pattern block sent over and over (the hash covers every byte sent).
+const std::vector<uint8_t>& Block() {
+  static const std::vector<uint8_t> block = Pattern(kChunk, 99);
+  return block;
+}
+
+uint64_t ExpectedHash(size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t sent = 0; sent < n; sent += kChunk) {
+    h = Fnv1a({Block().data(), std::min(kChunk, n - sent)}, h);
+  }
+  return h;
+}
+
+// app -> xsockd (whatever host stack is installed) -> TCP -> sink; MB/s.
+double ThroughXsockd(TestServer& server) {
+  Control ctl(server.path());
+  ctl.Hello();
+  auto listener = TcpListener::Open(AF_INET);
+  auto app = AppSocket::Create(ctl, AF_INET, 0);
+  const int err = app->Connect(ctl, listener.Addr());
+  REQUIRE((err == 0 || err == EINPROGRESS));
+  REQUIRE(app->WaitConnectDone() == SocketState::kConnected);
+  UniqueFd peer = listener.Accept();
+  REQUIRE(peer.valid());
+  const size_t n = g_params.bytes;
+  Sink sink;
+  const auto start = Clock::now();
+  {
+    ScopedThread t([&] { sink.Run(peer.get(), n); }, peer.get());
+    for (size_t sent = 0; sent < n; sent += kChunk) {
+      REQUIRE(app->WriteAll(Block().data(), std::min(kChunk, n - sent), 30000));
+    }
+  }
+  REQUIRE(sink.got == n);
+  REQUIRE(sink.hash == ExpectedHash(n));
+  return static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+}
+
+double Local() {
+  backend::InstallHostStack(nullptr);
+  TestServer server;
+  return ThroughXsockd(server);
+}
+
+double Front() {
+  xd::Reset();
+  Dom0 dom0(g_params.pv_order);
+  Toolstack();
+  std::unique_ptr<FrontStack> front;
+  {
+    xd::ScopedDomain as(kDomU);
+    FrontStackOptions o;
+    o.domid = kDomU;
+    o.ring_order = g_params.pv_order;
+    auto f = FrontStack::Create(xd::Api(), o);
+    REQUIRE(f.ok());
+    front = std::move(*f);
+  }
+  REQUIRE(front->WaitConnected(std::chrono::milliseconds(kTimeoutMs)));
+  backend::InstallHostStack(front.get());
+  double mbs = 0;
+  {
+    TestServer server;
+    mbs = ThroughXsockd(server);
+  }
+  backend::InstallHostStack(nullptr);
+  front.reset();
+  return mbs;
+}
+
+double Direct() {
+  xd::Reset();
+  Dom0 dom0(g_params.pv_order);
+  xen_test::TestFront f(xd::Api(), kDomU);
+  REQUIRE(f.Connect());
+  auto listener = TcpListener::Open(AF_INET);
+  REQUIRE(f.Socket(1) == 0);
+  REQUIRE(f.ConnectTo(1, listener.Addr().port, g_params.pv_order) == 0);
+  xen_test::FrontRing* ring = f.Ring(1);
+  REQUIRE(ring != nullptr);
+  UniqueFd peer = listener.Accept();
+  REQUIRE(peer.valid());
+  const size_t n = g_params.bytes;
+  Sink sink;
+  const auto start = Clock::now();
+  {
+    ScopedThread t([&] { sink.Run(peer.get(), n); }, peer.get());
+    size_t sent = 0, in_block = 0;
+    const auto deadline = start + std::chrono::seconds(120);
+    while (sent < n && Clock::now() < deadline) {
+      const size_t want = std::min(kChunk - in_block, n - sent);
+      const size_t w = f.Write(*ring, Block().data() + in_block, want);
+      sent += w;
+      in_block = (in_block + w) % kChunk;
+      if (w == 0) f.WaitEvent(std::chrono::milliseconds(50));
+    }
+    REQUIRE(sent == n);
+  }
+  REQUIRE(sink.got == n);
+  REQUIRE(sink.hash == ExpectedHash(n));
+  const double mbs =
+      static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+  REQUIRE(f.Release(1) == 0);
+  return mbs;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+TEST_CASE("front copy benchmark") {
+  struct Row {
+    const char* name;
+    double (*fn)();
+    const char* path;
+  };
+  const Row rows[] = {
+      {"local", Local, "app -> xsockd -> loopback TCP"},
+      {"front", Front, "app -> xsockd -> socketpair -> front -> PVCalls ring -> dom0 -> TCP"},
+      {"direct", Direct, "PVCalls ring written by the frontend -> dom0 -> TCP"},
+  };
+  std::printf(
+      "front copy benchmark: %zu MiB per run, %d runs, PVCalls ring order %u "
+      "(%u KiB each way), local ring default; sink on loopback TCP\n",
+      g_params.bytes >> 20, g_params.runs, g_params.pv_order,
+      pvcalls::DataRingBytes(g_params.pv_order) / 1024);
+  std::printf("%-7s %10s %10s %10s  %s\n", "config", "median", "min", "max", "path (MB/s)");
+  double front = 0, direct = 0;
+  for (const Row& row : rows) {
+    if (g_params.configs.find(row.name) == std::string::npos) continue;
+    std::vector<double> v;
+    for (int i = 0; i < g_params.runs; ++i) v.push_back(row.fn());
+    const double med = Median(v);
+    std::printf("%-7s %10.1f %10.1f %10.1f  %s\n", row.name, med,
+                *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()),
+                row.path);
+    std::fflush(stdout);
+    if (std::string(row.name) == "front") front = med;
+    if (std::string(row.name) == "direct") direct = med;
+  }
+  if (front > 0 && direct > 0) {
+    std::printf("front/direct: %.2f (the extra hop's share: %.0f%% of direct's rate lost)\n",
+                front / direct, 100.0 * (1.0 - front / direct));
+  }
+}
+
+}  // namespace
+}  // namespace xsock::testing
+
+int main(int argc, char** argv) {
+  using xsock::testing::g_params;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "xsock-bench-xen-front: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--mib") {
+      g_params.bytes = static_cast<size_t>(std::strtoul(next(), nullptr, 10)) << 20;
+    } else if (a == "--runs") {
+      g_params.runs = std::max(1, std::atoi(next()));
+    } else if (a == "--pv-order") {
+      g_params.pv_order = static_cast<uint32_t>(std::clamp(std::atoi(next()), 1, 9));
+    } else if (a == "--configs") {
+      g_params.configs = next();
+    } else if (a == "-h" || a == "--help") {
+      std::printf(
+          "usage: xsock-bench-xen-front [--mib N] [--runs R] [--pv-order K] "
+          "[--configs local,front,direct]\n"
+          "  Streams N MiB (default 256) R times (default 3) through each configuration and\n"
+          "  prints MB/s (median, min, max): local xsockd, the Xen front, and a frontend\n"
+          "  writing the PVCalls ring itself, the last two over the Xen test double with\n"
+          "  data rings of order K (default 4). Exit 1 if any transfer failed its check.\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "xsock-bench-xen-front: unknown argument '%s' (try --help)\n",
+                   a.c_str());
+      return 2;
+    }
+  }
+  if (g_params.bytes == 0) {
+    std::fprintf(stderr, "xsock-bench-xen-front: --mib must be at least 1\n");
+    return 2;
+  }
+  const char* catch_argv[] = {argv[0]};
+  return Catch::Session().run(1, catch_argv);
+}
