@@ -20,6 +20,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -218,6 +219,14 @@ double Direct() {
   return mbs;
 }
 
+// CPU time of the whole process (every thread: app, xsockd, front, dom0, sink), seconds.
+double CpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -239,16 +248,22 @@ TEST_CASE("front copy benchmark") {
       "(%u KiB each way), local ring default; sink on loopback TCP\n",
       g_params.bytes >> 20, g_params.runs, g_params.pv_order,
       pvcalls::DataRingBytes(g_params.pv_order) / 1024);
-  std::printf("%-7s %10s %10s %10s  %s\n", "config", "median", "min", "max", "path (MB/s)");
+  std::printf("%-7s %8s %8s %8s %12s  %s\n", "config", "MB/s", "min", "max", "CPU s/GiB",
+              "path (median of the runs; CPU: all threads, set-up included)");
   double front = 0, direct = 0;
   for (const Row& row : rows) {
     if (g_params.configs.find(row.name) == std::string::npos) continue;
-    std::vector<double> v;
-    for (int i = 0; i < g_params.runs; ++i) v.push_back(row.fn());
+    std::vector<double> v, cpu;
+    for (int i = 0; i < g_params.runs; ++i) {
+      const double before = CpuSeconds();
+      v.push_back(row.fn());
+      cpu.push_back((CpuSeconds() - before) * static_cast<double>(1u << 30) /
+                    static_cast<double>(g_params.bytes));
+    }
     const double med = Median(v);
-    std::printf("%-7s %10.1f %10.1f %10.1f  %s\n", row.name, med,
+    std::printf("%-7s %8.1f %8.1f %8.1f %12.2f  %s\n", row.name, med,
                 *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()),
-                row.path);
+                Median(cpu), row.path);
     std::fflush(stdout);
     if (std::string(row.name) == "front") front = med;
     if (std::string(row.name) == "direct") direct = med;
