@@ -39,6 +39,7 @@
 #include "backend/xen/front_stack.h"
 #include "backend/xen/xen_backend.h"
 #include "tests/backend/test_client.h"
+#include "tests/xen/dom0_thread.h"
 #include "tests/xen/test_front.h"
 #include "tests/xen/xen_double.h"
 
@@ -63,35 +64,7 @@ Params g_params;
 constexpr uint32_t kDomU = 1;
 constexpr size_t kChunk = 256 * 1024;
 
-// dom0's backend serving in a thread.
-struct Dom0 {
-  std::unique_ptr<XenBackend> backend;
-  std::thread thread;
-  explicit Dom0(uint32_t max_order) {
-    xd::ScopedDomain as(0);
-    XenBackendOptions o;
-    o.max_ring_order = max_order;
-    auto b = XenBackend::Create(xd::Api(), o);
-    REQUIRE(b.ok());
-    backend = std::move(*b);
-    thread = std::thread([this] { (void)backend->Run(); });
-  }
-  ~Dom0() {
-    backend->Stop();
-    thread.join();
-  }
-};
-
-void Toolstack() {
-  const std::string front = pvcalls::FrontendPath(kDomU);
-  const std::string back = pvcalls::BackendPath(0, kDomU);
-  xd::StoreWrite(front + "/backend", back);
-  xd::StoreWrite(front + "/backend-id", "0");
-  xd::StoreWrite(front + "/state", "1");
-  xd::StoreWrite(back + "/frontend-id", std::to_string(kDomU));
-  xd::StoreWrite(back + "/state", "1");
-  xd::StoreWrite(back + "/frontend", front);
-}
+using Dom0 = xen_test::Dom0Thread;
 
 // The sink: reads `n` bytes from `fd`, hashes them, notes when the last one arrived.
 struct Sink {
@@ -160,7 +133,7 @@ double Local() {
 double Front() {
   xd::Reset();
   Dom0 dom0(g_params.pv_order);
-  Toolstack();
+  xen_test::WriteToolstackNodes(kDomU);
   std::unique_ptr<FrontStack> front;
   {
     xd::ScopedDomain as(kDomU);

@@ -25,6 +25,7 @@
 #include "backend/xen/xen_backend.h"
 #include "shared/pvcalls.h"
 #include "tests/backend/test_client.h"
+#include "tests/xen/dom0_thread.h"
 #include "tests/xen/xen_double.h"
 
 namespace xsock::testing {
@@ -39,42 +40,7 @@ using backend::xen::XenBackendOptions;
 
 constexpr uint32_t kDomU = 1;
 
-// dom0's backend serving in a thread.
-struct Dom0 {
-  std::unique_ptr<XenBackend> backend;
-  std::thread thread;
-  std::atomic<bool> run_ok{false};
-  explicit Dom0(uint32_t max_order = 4, bool extension = true) {
-    xd::ScopedDomain as(0);
-    XenBackendOptions o;
-    o.max_ring_order = max_order;
-    o.extension = extension;
-    auto b = XenBackend::Create(xd::Api(), o);
-    REQUIRE(b.ok());
-    backend = std::move(*b);
-    thread = std::thread([this] { run_ok = backend->Run().ok(); });
-  }
-  // Stops it (the front sees its backend go away).
-  void Stop() {
-    if (!backend) return;
-    backend->Stop();
-    thread.join();
-    backend.reset();
-  }
-  ~Dom0() { Stop(); }
-};
-
-// The toolstack's nodes for domain 1's PVCalls device (xl does this on real Xen).
-void Toolstack() {
-  const std::string front = pv::FrontendPath(kDomU);
-  const std::string back = pv::BackendPath(0, kDomU);
-  xd::StoreWrite(front + "/backend", back);
-  xd::StoreWrite(front + "/backend-id", "0");
-  xd::StoreWrite(front + "/state", "1");
-  xd::StoreWrite(back + "/frontend-id", std::to_string(kDomU));
-  xd::StoreWrite(back + "/state", "1");
-  xd::StoreWrite(back + "/frontend", front);
-}
+using Dom0 = xen_test::Dom0Thread;
 
 // The whole stack: dom0 backend, domU front installed as the host stack, xsockd server.
 struct World {
@@ -86,7 +52,7 @@ struct World {
                  bool front_ext = true) {
     xd::Reset();
     dom0 = std::make_unique<Dom0>(max_order, dom0_ext);
-    Toolstack();
+    xen_test::WriteToolstackNodes(kDomU);
     {
       xd::ScopedDomain as(kDomU);
       FrontStackOptions o;
@@ -120,6 +86,21 @@ std::unique_ptr<AppSocket> ConnectApp(Control& ctl, const proto::SockAddr& addr)
   return app;
 }
 
+// A connected app socket through the whole stack and its peer on dom0's side.
+struct Connection {
+  Control ctl;
+  TcpListener listener;
+  std::unique_ptr<AppSocket> app;
+  UniqueFd peer;
+  explicit Connection(World& w, int family = AF_INET)
+      : ctl(w.server->path()), listener(TcpListener::Open(family)) {
+    ctl.Hello();
+    app = ConnectApp(ctl, listener.Addr());
+    peer = listener.Accept();
+    REQUIRE(peer.valid());
+  }
+};
+
 // Reads exactly `n` bytes from the app socket; false on EOF, error or timeout.
 bool AppReadExactly(AppSocket& app, std::vector<uint8_t>& out, size_t n) {
   out.resize(n);
@@ -136,12 +117,9 @@ bool AppReadExactly(AppSocket& app, std::vector<uint8_t>& out, size_t n) {
 TEST_CASE("front: connect to a loopback server, multi-MiB both ways, hash-checked, wrapping",
           "[front]") {
   World w;  // ring order 4: 32 KiB each way, wraps 128 times per 4 MiB
-  Control ctl(w.server->path());
-  ctl.Hello();
-  auto listener = TcpListener::Open(AF_INET);
-  auto app = ConnectApp(ctl, listener.Addr());
-  UniqueFd peer = listener.Accept();
-  REQUIRE(peer.valid());
+  Connection c(w);
+  auto& app = c.app;
+  UniqueFd& peer = c.peer;
   constexpr size_t kSize = 4 * 1024 * 1024 + 12345;  // not a multiple of the ring
 
   // domU → dom0's peer.
@@ -229,12 +207,9 @@ TEST_CASE("front: connect to a closed port is ECONNREFUSED", "[front]") {
 
 TEST_CASE("front: a peer's reset reaches the app as ECONNRESET", "[front]") {
   World w;
-  Control ctl(w.server->path());
-  ctl.Hello();
-  auto listener = TcpListener::Open(AF_INET);
-  auto app = ConnectApp(ctl, listener.Addr());
-  UniqueFd peer = listener.Accept();
-  REQUIRE(peer.valid());
+  Connection c(w);
+  auto& app = c.app;
+  UniqueFd& peer = c.peer;
   const std::vector<uint8_t> hello = Pattern(1000, 5);
   REQUIRE(SendAll(peer.get(), hello));
   std::vector<uint8_t> got;
@@ -249,12 +224,9 @@ TEST_CASE("front: a peer's reset reaches the app as ECONNRESET", "[front]") {
 
 TEST_CASE("front: dom0's backend gone resets the app's connection with ECONNRESET", "[front]") {
   World w;
-  Control ctl(w.server->path());
-  ctl.Hello();
-  auto listener = TcpListener::Open(AF_INET);
-  auto app = ConnectApp(ctl, listener.Addr());
-  UniqueFd peer = listener.Accept();
-  REQUIRE(peer.valid());
+  Connection c(w);
+  auto& app = c.app;
+  UniqueFd& peer = c.peer;
   const std::vector<uint8_t> data = Pattern(5000, 6);
   REQUIRE(app->WriteAll(data.data(), data.size()));
   std::vector<uint8_t> got(data.size());
@@ -295,12 +267,10 @@ TEST_CASE("front ext: the app's half-close reaches dom0's peer as EOF, the reply
   World w;
   REQUIRE(w.front->Extension());
   CHECK(xd::StoreRead(pv::FrontendPath(kDomU) + "/xsock-ext") == "1");
-  Control ctl(w.server->path());
-  ctl.Hello();
-  auto listener = TcpListener::Open(AF_INET);
-  auto app = ConnectApp(ctl, listener.Addr());
-  UniqueFd peer = listener.Accept();
-  REQUIRE(peer.valid());
+  Connection c(w);
+  Control& ctl = c.ctl;
+  auto& app = c.app;
+  UniqueFd& peer = c.peer;
   const std::vector<uint8_t> request = Pattern(100000, 21);
   REQUIRE(app->WriteAll(request.data(), request.size()));
   CHECK(ctl.CallAs<proto::ShutdownReply>(proto::ShutdownRequest{app->id(), SHUT_WR}).err == 0);
@@ -425,12 +395,10 @@ TEST_CASE("front ext: released listeners give their pending accept's slot back",
 TEST_CASE("front ext: IPv6 to [::1], hash-checked both ways", "[front][ext]") {
   World w;
   REQUIRE(w.front->Extension());
-  Control ctl(w.server->path());
-  ctl.Hello();
-  auto listener = TcpListener::Open(AF_INET6);
-  auto app = ConnectApp(ctl, listener.Addr());
-  UniqueFd peer = listener.Accept();
-  REQUIRE(peer.valid());
+  Connection c(w, AF_INET6);
+  Control& ctl = c.ctl;
+  auto& app = c.app;
+  UniqueFd& peer = c.peer;
   const std::vector<uint8_t> up = Pattern(1 << 20, 31);
   std::vector<uint8_t> got_up(up.size());
   std::atomic<bool> up_ok{false};
@@ -449,7 +417,7 @@ TEST_CASE("front ext: IPv6 to [::1], hash-checked both ways", "[front][ext]") {
   CHECK(Fnv1a(got_down) == Fnv1a(down));
   const auto peername = ctl.CallAs<proto::GetPeerNameReply>(proto::GetPeerNameRequest{app->id()});
   CHECK(peername.err == 0);
-  CHECK(peername.addr == listener.Addr());
+  CHECK(peername.addr == c.listener.Addr());
   const auto name = ctl.CallAs<proto::GetSockNameReply>(proto::GetSockNameRequest{app->id()});
   CHECK(name.addr == LocalName(peer.get(), true));
 }
@@ -460,12 +428,10 @@ TEST_CASE("front: a backend without the extension gets a standard PVCalls v1 fro
   CHECK_FALSE(w.front->Extension());
   CHECK(xd::StoreRead(pv::FrontendPath(kDomU) + "/xsock-ext") == "0");
   CHECK(w.front->Socket(AF_INET6) == -EAFNOSUPPORT);
-  Control ctl(w.server->path());
-  ctl.Hello();
-  auto listener = TcpListener::Open(AF_INET);
-  auto app = ConnectApp(ctl, listener.Addr());
-  UniqueFd peer = listener.Accept();
-  REQUIRE(peer.valid());
+  Connection c(w);
+  Control& ctl = c.ctl;
+  auto& app = c.app;
+  UniqueFd& peer = c.peer;
   const std::vector<uint8_t> data = Pattern(5000, 41);
   REQUIRE(app->WriteAll(data.data(), data.size()));
   std::vector<uint8_t> got(data.size());
