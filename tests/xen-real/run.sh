@@ -162,6 +162,12 @@ t=\$(cut -d' ' -f1 /proc/uptime)
 rc=\$?
 echo \"XSOCK-FRONT echo exit=\$rc from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/sc.log)\"
 [ \$rc = 0 ] || { echo '--- front log'; tail -n 40 /tmp/front.log; }
+# IPv6 to dom0's [::1] (the xsock extension; standard PVCalls has IPv4 only).
+t=\$(cut -d' ' -f1 /proc/uptime)
+env LD_PRELOAD=/lib/libxsock.so XSOCK_SOCKET=/run/xsockd.sock XSOCK_ROUTE='127.0.0.0/8,[::1]/128' $SC --mode epoll-et --bytes $SMALL --timeout $((STEP - 5)) ::1 7006 > /tmp/sc6.log 2>&1
+rc=\$?
+echo \"XSOCK-FRONT echo6 exit=\$rc from=\$t to=\$(cut -d' ' -f1 /proc/uptime) \$(tail -n 1 /tmp/sc6.log)\"
+[ \$rc = 0 ] || { echo '--- front log'; tail -n 20 /tmp/front.log; }
 \$R $ES --bind 127.0.0.1 --port 7002 --max-clients 1 > /tmp/es.log 2>&1 &
 es=\$!
 i=0; while [ ! -s /tmp/es.log ] && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2; i=\$((i+1)); done
@@ -239,7 +245,8 @@ else
 WANT=\$(sha256sum /srv/file | cut -d' ' -f1)
 note \"file of $SMALL bytes, sha256=\$WANT\"
 httpd -p 127.0.0.1:8080 -h /srv
-$ES --bind 127.0.0.1 --port 7000 > /tmp/echo.log 2>&1 &"
+$ES --bind 127.0.0.1 --port 7000 > /tmp/echo.log 2>&1 &
+$ES --bind ::1 --port 7006 > /tmp/echo6.log 2>&1 &"
   # Every step runs even after one failed (one boot reports them all); the first failure
   # is the verdict.
   DOM0_CHECK="wait_for 'XSOCK-FRONT start' \$L || fail 'domU did not boot to the front test'
@@ -250,6 +257,8 @@ wait_for 'XSOCK-FRONT local-control' \$L || fail 'local control in the domU'
 if grep -q 'XSOCK-FRONT local-control exit=0' \$L; then note 'local control (no Xen) echo verified'; else note 'local control failed'; bad=\${bad:-'local control (no Xen) failed'}; fi
 wait_for 'XSOCK-FRONT echo' \$L || fail 'echo in the domU'
 if grep -q 'XSOCK-FRONT echo exit=0' \$L; then note 'epoll echo verified'; else note 'echo: stream-check failed'; bad=\${bad:-'echo: stream-check failed'}; fi
+wait_for 'XSOCK-FRONT echo6' \$L || fail 'IPv6 echo in the domU'
+if grep -q 'XSOCK-FRONT echo6 exit=0' \$L; then note 'IPv6 echo to [::1] verified'; else note 'IPv6 echo failed'; bad=\${bad:-'IPv6 echo: stream-check failed'}; fi
 wait_for 'XSOCK-FRONT LISTENING' \$L || fail 'listener in the domU'
 t=\$(cut -d' ' -f1 /proc/uptime)
 timeout \$STEP $SC --mode epoll-et --bytes $SMALL --timeout \$((STEP - 5)) 127.0.0.1 7002 > /tmp/client.log 2>&1
