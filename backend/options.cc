@@ -1,6 +1,7 @@
 #include "backend/options.h"
 
 #include "backend/metrics.h"
+#include "shared/pvcalls.h"
 
 #include "absl/strings/numbers.h"
 #include "fmt/format.h"
@@ -73,9 +74,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     };
     const bool takes_value =
         arg.name == "--socket" || arg.name == "--ring-order" || arg.name == "--log-level" ||
-        arg.name == "--transport" || arg.name == "--front" || arg.name == "--admin-socket" ||
-        arg.name == "--metrics" || arg.name == "--log-format" || arg.name == "--config" ||
-        LimitField(cl.options.limits, arg.name) != nullptr;
+        arg.name == "--xen-ring-order" || arg.name == "--transport" || arg.name == "--front" ||
+        arg.name == "--admin-socket" || arg.name == "--metrics" || arg.name == "--log-format" ||
+        arg.name == "--config" || LimitField(cl.options.limits, arg.name) != nullptr;
     if (!takes_value && arg.value) {
       return Bad(fmt::format("option '{}' takes no value", arg.name));
     }
@@ -166,6 +167,15 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       *field = *n;
     } else if (arg.name == "--check-config") {
       cl.action = Action::kCheckConfig;
+    } else if (arg.name == "--xen-ring-order") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      uint32_t order = 0;
+      if (!absl::SimpleAtoi(*v, &order) || order < 1 || order > pvcalls::kMaxRingOrder) {
+        return Bad(fmt::format("option '--xen-ring-order': '{}' is not an integer in 1..{}", *v,
+                               pvcalls::kMaxRingOrder));
+      }
+      cl.options.xen_ring_order = order;
     } else if (arg.name == "--no-xen-ext") {
       cl.options.xen_extension = false;
     } else if (arg.name == "--metrics-allow-remote") {
@@ -181,9 +191,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
   if (cl.options.front == Front::kXen && cl.options.transport == Transport::kXen) {
     return Bad("options '--front xen' (a domU) and '--transport xen' (dom0) exclude each other");
   }
-  if (!cl.options.xen_extension && cl.options.front != Front::kXen &&
-      cl.options.transport != Transport::kXen) {
+  const bool xen_role = cl.options.front == Front::kXen || cl.options.transport == Transport::kXen;
+  if (!cl.options.xen_extension && !xen_role) {
     return Bad("option '--no-xen-ext' needs --transport xen or --front xen");
+  }
+  if (cl.options.xen_ring_order != 0 && !xen_role) {
+    return Bad("option '--xen-ring-order' needs --transport xen or --front xen");
   }
   if (!cl.options.metrics.empty()) {
     // Checked here so that a remote address without --metrics-allow-remote is a usage
@@ -215,8 +228,8 @@ std::string HelpText() {
     host network stack (local transport)
 
 SYNOPSIS
-    xsockd [--transport local|xen] [--front xen] [--no-xen-ext] [--socket PATH]
-           [--ring-order N]
+    xsockd [--transport local|xen] [--front xen] [--no-xen-ext] [--xen-ring-order N]
+           [--socket PATH] [--ring-order N]
            [--log-level LEVEL] [-q] [--log-format logfmt|json] [--admin-socket PATH|none]
            [--metrics [ADDR:]PORT [--metrics-allow-remote]] [--config FILE]
            [--max-sockets-per-client N] [--max-ring-memory-per-client BYTES]
@@ -260,6 +273,12 @@ OPTIONS
         peer, socket options applied on dom0's socket, real getsockname/getpeername,
         IPv6. It is used only when both sides announce it, so either side alone talks to
         any standard PVCalls peer.
+    --xen-ring-order N
+        With --transport xen: the largest PVCalls data ring offered (max-page-order), and
+        with --front xen: the one asked for, 2^N grant pages per socket, half each way, N in
+        1..9 (default 4: 32 KiB each way, the limit of Linux's pvcalls-back). A front gets
+        the smaller of what it asks and what dom0 offers. Larger rings take fewer
+        wake-ups per byte (bench/README.md, "xen/").
     --socket PATH
         Listen on PATH (default {}). Overrides XSOCK_SOCKET.
     --ring-order N

@@ -30,6 +30,9 @@ struct DaemonOptions {
   // --no-xen-ext: the xen transport and front speak standard PVCalls v1 only (no xsock
   // extension offered or asked for).
   bool xen_extension = true;
+  // --xen-ring-order N: PVCalls data rings of 2^N pages (half each way); dom0 offers it as
+  // max-page-order, the front asks for it. 0: the defaults (4 both, Linux's limit).
+  uint32_t xen_ring_order = 0;
   std::string socket_path = kDefaultSocketPath;
   uint32_t ring_order = kDefaultRingOrder;
   LogLevel log_level = LogLevel::kInfo;

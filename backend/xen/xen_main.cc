@@ -24,6 +24,7 @@ int RunXenTransport(const DaemonOptions& options) {
   xen::XenBackendOptions xo;
   xo.handle_signals = true;
   xo.extension = options.xen_extension;
+  if (options.xen_ring_order != 0) xo.max_ring_order = options.xen_ring_order;
   auto backend = xen::XenBackend::Create(xen::RealXenApi(), xo);
   if (!backend.ok()) {
     std::fprintf(stderr, "xsockd: --transport xen: %s\n",
@@ -55,6 +56,7 @@ std::unique_ptr<HostStack> StartXenFront(const DaemonOptions& options) {
   }
   xen::FrontStackOptions fo;
   fo.extension = options.xen_extension;
+  if (options.xen_ring_order != 0) fo.ring_order = options.xen_ring_order;
   auto front = xen::FrontStack::Create(xen::RealXenApi(), fo);
   if (!front.ok()) {
     std::fprintf(stderr, "xsockd: --front xen: %s\n",

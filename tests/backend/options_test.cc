@@ -73,6 +73,20 @@ TEST_CASE("--no-xen-ext turns the xsock extension off for the xen transport and 
       ParseCommandLine({"--no-xen-ext", "--transport=xen"}, nullptr)->options.xen_extension);
 }
 
+TEST_CASE("--xen-ring-order takes 1..9 for the xen transport and front", "[backend][options]") {
+  CHECK(ParseCommandLine({"--front", "xen"}, nullptr)->options.xen_ring_order == 0);
+  CHECK(ParseCommandLine({"--front", "xen", "--xen-ring-order", "9"}, nullptr)
+            ->options.xen_ring_order == 9);
+  CHECK(ParseCommandLine({"--transport=xen", "--xen-ring-order=1"}, nullptr)
+            ->options.xen_ring_order == 1);
+  CHECK(ErrorOf({"--front", "xen", "--xen-ring-order", "10"}) ==
+        "option '--xen-ring-order': '10' is not an integer in 1..9");
+  CHECK(ErrorOf({"--front", "xen", "--xen-ring-order", "0"}) ==
+        "option '--xen-ring-order': '0' is not an integer in 1..9");
+  CHECK(ErrorOf({"--xen-ring-order", "5"}) ==
+        "option '--xen-ring-order' needs --transport xen or --front xen");
+}
+
 TEST_CASE("--help and --version stop parsing", "[backend][options]") {
   CHECK(ParseCommandLine({"--help", "--bogus"}, nullptr)->action == Action::kHelp);
   CHECK(ParseCommandLine({"-h"}, nullptr)->action == Action::kHelp);
