@@ -106,6 +106,10 @@ struct FSock {
   pvcalls::InetAddr peer{};
   bool bound = false;
   bool has_peer = false;
+  // Extension: local/peer hold dom0's answer, which cannot change any more (connected, or
+  // listening for the local name): asked once.
+  bool local_exact = false;
+  bool peer_exact = false;
   bool b_readable = false;
   bool b_writable = false;
   bool b_eof = false;         // the server shut `a` for writing or closed it
@@ -1342,11 +1346,16 @@ int FrontStack::GetSockName(int fd, sockaddr* addr, socklen_t* len) {
   std::unique_lock lock(impl_->mu);
   FSock* s = impl_->Find(fd);
   if (s == nullptr) return EBADF;
+  if (s->local_exact) return CopyName(s->local, addr, len);
   const uint64_t id = s->id;
   pvcalls::InetAddr name;
   if (impl_->AskName(lock, *s, false, &name) == 0) {
     auto it = impl_->by_id.find(id);
-    if (it != impl_->by_id.end()) it->second->local = name;
+    if (it != impl_->by_id.end()) {
+      FSock& f = *it->second;
+      f.local = name;
+      f.local_exact = f.state == FSock::State::kConnected || f.state == FSock::State::kListening;
+    }
     return CopyName(name, addr, len);
   }
   s = impl_->Find(fd);
@@ -1361,12 +1370,16 @@ int FrontStack::GetPeerName(int fd, sockaddr* addr, socklen_t* len) {
   FSock* s = impl_->Find(fd);
   if (s == nullptr) return EBADF;
   if (!s->has_peer || s->state != FSock::State::kConnected) return ENOTCONN;
+  if (s->peer_exact) return CopyName(s->peer, addr, len);
   const uint64_t id = s->id;
   pvcalls::InetAddr name;
   const int err = impl_->AskName(lock, *s, true, &name);
   if (err == 0) {
     auto it = impl_->by_id.find(id);
-    if (it != impl_->by_id.end()) it->second->peer = name;
+    if (it != impl_->by_id.end()) {
+      it->second->peer = name;
+      it->second->peer_exact = it->second->state == FSock::State::kConnected;
+    }
     return CopyName(name, addr, len);
   }
   s = impl_->Find(fd);

@@ -326,6 +326,13 @@ TEST_CASE("front ext: socket names and options come from dom0's real socket", "[
   CHECK(name.err == 0);
   CHECK(name.addr == LocalName(peer.get(), true));
   CHECK(name.addr.port != 0);
+  // A connected socket's names cannot change: dom0 is asked once, then the answer is kept.
+  const uint64_t requests = w.dom0->backend->Stats().requests;
+  for (int i = 0; i < 5; ++i) {
+    const auto again = ctl.CallAs<proto::GetSockNameReply>(proto::GetSockNameRequest{app->id()});
+    CHECK(again.addr == name.addr);
+  }
+  CHECK(w.dom0->backend->Stats().requests - requests <= 2);  // liveness probes, if any
   const auto peername = ctl.CallAs<proto::GetPeerNameReply>(proto::GetPeerNameRequest{app->id()});
   CHECK(peername.err == 0);
   CHECK(peername.addr == listener.Addr());
