@@ -186,11 +186,16 @@ struct DataIntf {
   uint32_t in_cons;  // frontend-written
   uint32_t in_prod;  // backend-written
   int32_t in_error;  // backend-written: negative errno; -ENOTCONN after an orderly EOF
-  uint8_t pad1[52];
-  uint32_t out_cons;  // backend-written
-  uint32_t out_prod;  // frontend-written
-  int32_t out_error;  // backend-written
-  uint8_t pad2[52];
+  // Extension wake flags (padding in standard PVCalls; see ArmWake below).
+  uint32_t ext_fe_in_wake;       // frontend found `in` empty: event when in_prod moves
+  uint32_t ext_be_in_room_wake;  // backend found `in` full: event when in_cons moves
+  uint8_t pad1[44];
+  uint32_t out_cons;              // backend-written
+  uint32_t out_prod;              // frontend-written
+  int32_t out_error;              // backend-written
+  uint32_t ext_fe_out_room_wake;  // frontend found `out` full: event when out_cons moves
+  uint32_t ext_be_out_data_wake;  // backend found `out` empty: event when out_prod moves
+  uint8_t pad2[44];
   uint32_t ring_order;  // frontend-written, read once at connect/accept
 };
 // The refs start right after ring_order (offset 132): the spec's "N is maximum 991
@@ -201,6 +206,26 @@ static_assert(offsetof(DataIntf, in_cons) == 0 && offsetof(DataIntf, in_prod) ==
               offsetof(DataIntf, in_error) == 8 && offsetof(DataIntf, out_cons) == 64 &&
               offsetof(DataIntf, out_prod) == 68 && offsetof(DataIntf, out_error) == 72 &&
               offsetof(DataIntf, ring_order) == 128);
+
+static_assert(offsetof(DataIntf, ext_fe_in_wake) == 12 &&
+              offsetof(DataIntf, ext_fe_out_room_wake) == 76);
+
+// Data-ring notifications. Standard PVCalls: after every update an event (Linux's
+// pvcalls-front sleeps until one comes). Under the xsock extension, libxenvchan's rule: a
+// side that cannot go on for want of data or room arms the flag for it (ArmWake, a full
+// fence after the store) and then checks the ring once more before it sleeps; the other
+// side, after moving the index that flag is about, takes it (TakeWake: a full fence, then
+// an exchange with 0) and sends an event only if it was armed. Either the sleeper's
+// re-check sees the move or the mover sees the flag; both is a harmless extra event.
+// Events stay wake-ups, never counted. Error words (in_error, out_error) always notify.
+inline void ArmWake(uint32_t* flag) {
+  __atomic_store_n(flag, 1u, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+inline bool TakeWake(uint32_t* flag) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  return __atomic_exchange_n(flag, 0u, __ATOMIC_ACQ_REL) != 0;
+}
 
 // Bytes of each of `in` and `out` for a ring of the given order (XEN_FLEX_RING_SIZE).
 constexpr uint32_t DataRingBytes(uint32_t ring_order) {

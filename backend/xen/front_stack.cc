@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/fd.h"
@@ -50,6 +51,8 @@ constexpr uint64_t kProbeId = kIdMask;
 // the front can hold between the backend's pumps and the PVCalls ring.
 constexpr int kPairSndBuf = 64 * 1024;
 constexpr std::chrono::milliseconds kTick{50};
+// Loop iterations of one direction in one pass over a socket.
+constexpr int kPassGuard = 64;
 // Connections accepted from dom0 and not yet taken by the server, per listener.
 constexpr size_t kMaxQueuedAccepts = 16;
 
@@ -175,6 +178,7 @@ struct FrontStack::Impl {
   std::map<ino_t, std::unique_ptr<FSock>> socks;  // by `a`'s inode
   std::unordered_map<uint64_t, FSock*> by_id;
   std::unordered_map<uint32_t, FSock*> by_port;
+  std::unordered_set<uint64_t> busy;  // sockets whose last pass stopped at kPassGuard
   bool probe_outstanding = false;
   Clock::time_point probe_sent{};
   Clock::time_point next_probe{};
@@ -295,7 +299,12 @@ absl::Status FrontStack::Impl::Open() {
 void FrontStack::Impl::Loop() {
   epoll_event events[64];
   while (!stopping.load()) {
-    const int n = epoll_wait(epoll_fd, events, 64, static_cast<int>(kTick.count()));
+    bool again;
+    {
+      std::lock_guard lock(mu);
+      again = !busy.empty();
+    }
+    const int n = epoll_wait(epoll_fd, events, 64, again ? 0 : static_cast<int>(kTick.count()));
     std::unique_lock lock(mu);
     for (int i = 0; i < n; ++i) {
       const uint64_t token = events[i].data.u64;
@@ -319,6 +328,14 @@ void FrontStack::Impl::Loop() {
         case kPair:
           OnPair(token & kIdMask, events[i].events);
           break;
+      }
+    }
+    // Sockets with more to move than one pass takes, after everyone else had a turn.
+    if (!busy.empty()) {
+      const auto ids = std::exchange(busy, {});
+      for (uint64_t id : ids) {
+        auto it = by_id.find(id);
+        if (it != by_id.end() && it->second->state == FSock::State::kConnected) Pass(*it->second);
       }
     }
     OnTick();
@@ -931,21 +948,30 @@ void FrontStack::Impl::Reset(FSock& s, int err) {
 void FrontStack::Impl::Pass(FSock& s) {
   if (!s.ring || s.state != FSock::State::kConnected) return;
   DataRing& r = *s.ring;
-  bool moved = false;
-  // in (dom0 → us) → b.
-  for (int guard = 0; guard < 64; ++guard) {
+  // What this pass did, for the event at its end (pvcalls::ArmWake/TakeWake).
+  bool consumed_in = false, produced_out = false, armed_in = false, armed_out = false;
+  // in (dom0 → us) → b. Bounded per pass; a socket with more to move is passed again at
+  // once after the other events (`busy`).
+  int guard = 0;
+  for (; guard < kPassGuard; ++guard) {
     const uint32_t prod = LoadAcquire(&r.intf->in_prod);
     const uint32_t avail = prod - r.in_cons;
     if (avail > r.bytes) {
       return Corrupt(
           s, fmt::format("in_prod {} (in_cons {}, ring {} bytes)", prod, r.in_cons, r.bytes));
     }
-    if (avail == 0) break;
+    if (avail == 0) {
+      if (!ext || armed_in) break;
+      // Empty: ask for an event at dom0's next byte, then look once more.
+      pvcalls::ArmWake(&r.intf->ext_fe_in_wake);
+      armed_in = true;
+      continue;
+    }
     if (s.in_finished || s.a_gone) {
       // Nobody will read these: consume them so that dom0 is not held up.
       r.in_cons = prod;
       StoreRelease(&r.intf->in_cons, r.in_cons);
-      moved = true;
+      consumed_in = true;
       break;
     }
     if (!s.b_writable) break;
@@ -959,7 +985,7 @@ void FrontStack::Impl::Pass(FSock& s) {
       r.in_cons += static_cast<uint32_t>(n);
       StoreRelease(&r.intf->in_cons, r.in_cons);
       stats.bytes_from_dom0 += static_cast<uint64_t>(n);
-      moved = true;
+      consumed_in = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -971,9 +997,10 @@ void FrontStack::Impl::Pass(FSock& s) {
     s.a_gone = s.a_gone || LookUpUnixSocket(s.a_ino, &s.a_cookie) == UnixPresence::kGone;
     r.in_cons = prod;
     StoreRelease(&r.intf->in_cons, r.in_cons);
-    moved = true;
+    consumed_in = true;
     break;
   }
+  bool more = guard == kPassGuard;
   // dom0's end of `in`, after its last byte.
   if (!s.in_finished) {
     const int32_t err = LoadAcquire(&r.intf->in_error);
@@ -986,7 +1013,7 @@ void FrontStack::Impl::Pass(FSock& s) {
     }
   }
   // b → out (us → dom0).
-  for (int guard = 0; guard < 64 && s.b_readable && !s.b_eof && !s.out_finished; ++guard) {
+  for (guard = 0; guard < kPassGuard && s.b_readable && !s.b_eof && !s.out_finished; ++guard) {
     const uint32_t cons = LoadAcquire(&r.intf->out_cons);
     // out_cons only moves forward, and never past what we produced.
     if (static_cast<uint32_t>(cons - r.last_out_cons) >
@@ -996,7 +1023,14 @@ void FrontStack::Impl::Pass(FSock& s) {
     }
     r.last_out_cons = cons;
     const uint32_t room = r.bytes - (r.out_prod - cons);
-    if (room == 0) break;  // dom0's event after it consumed brings us back
+    if (room == 0) {
+      // dom0's event after it consumed brings us back; under the extension only if asked
+      // for, then a last look.
+      if (!ext || armed_out) break;
+      pvcalls::ArmWake(&r.intf->ext_fe_out_room_wake);
+      armed_out = true;
+      continue;
+    }
     const pvcalls::Regions reg = pvcalls::RingRegions(r.out_prod, room, r.bytes);
     uint8_t* out = r.data + r.bytes;
     iovec iov[2] = {{out + reg.first_offset, reg.first_len}, {out, reg.second_len}};
@@ -1005,7 +1039,7 @@ void FrontStack::Impl::Pass(FSock& s) {
       r.out_prod += static_cast<uint32_t>(n);
       StoreRelease(&r.intf->out_prod, r.out_prod);
       stats.bytes_to_dom0 += static_cast<uint64_t>(n);
-      moved = true;
+      produced_out = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -1017,13 +1051,26 @@ void FrontStack::Impl::Pass(FSock& s) {
     // half-close; the extension can).
     s.b_eof = true;
   }
+  more = more || guard == kPassGuard;
   MaybeSendShutdown(s);
   if (!s.out_finished && LoadAcquire(&r.intf->out_error) != 0) {
     // dom0 cannot send any more: the server's next send fails with EPIPE.
     shutdown(s.b.get(), SHUT_RD);
     s.out_finished = true;
   }
-  if (moved) api.evtchn_notify(evt, r.port);
+  // Standard PVCalls: an event after every update; extension: only for what dom0 armed.
+  bool notify = false;
+  if (!ext) {
+    notify = consumed_in || produced_out;
+  } else {
+    if (consumed_in && pvcalls::TakeWake(&r.intf->ext_be_in_room_wake)) notify = true;
+    if (produced_out && pvcalls::TakeWake(&r.intf->ext_be_out_data_wake)) notify = true;
+  }
+  if (notify) {
+    api.evtchn_notify(evt, r.port);
+    ++stats.events_to_dom0;
+  }
+  if (more) busy.insert(s.id);
 }
 
 void FrontStack::Impl::MaybeSendShutdown(FSock& s) {

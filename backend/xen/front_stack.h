@@ -56,8 +56,9 @@ struct FrontStats {
   uint64_t sockets_reset = 0;   // by corrupt indices or backend loss
   uint64_t bytes_to_dom0 = 0;
   uint64_t bytes_from_dom0 = 0;
-  uint64_t live_sockets = 0;  // front sockets with state (any kind)
-  uint64_t leaked_slots = 0;  // command-ring slots lost to unanswered accepts
+  uint64_t events_to_dom0 = 0;  // data-ring events sent (standard: one per busy pass)
+  uint64_t live_sockets = 0;    // front sockets with state (any kind)
+  uint64_t leaked_slots = 0;    // command-ring slots lost to unanswered accepts
 };
 
 class FrontStack final : public HostStack {

@@ -1092,7 +1092,9 @@ void XenBackend::Impl::CmdExtName(Frontend& fe, const Request& r) {
 bool XenBackend::Impl::Pass(XenSocket& s) {
   Frontend& fe = *s.fe;
   if (s.intf == nullptr) return true;
-  bool changed = false;
+  // What this pass did, for the event at its end (pvcalls::ArmWake/TakeWake).
+  bool consumed_out = false, produced_in = false, error_set = false;
+  bool armed_out = false, armed_in = false;
   // out → host.
   while (!s.out_done && s.host_writable) {
     const uint32_t out_prod = LoadAcquire(&s.intf->out_prod);
@@ -1102,7 +1104,13 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
                              out_prod, s.out_cons, s.ring_bytes));
       return false;
     }
-    if (*filled == 0) break;
+    if (*filled == 0) {
+      if (!fe.ext || armed_out) break;
+      // Nothing to send: ask for an event at the frontend's next byte, then look again.
+      pvcalls::ArmWake(&s.intf->ext_be_out_data_wake);
+      armed_out = true;
+      continue;
+    }
     const pvcalls::Regions reg = pvcalls::RingRegions(s.out_cons, *filled, s.ring_bytes);
     uint8_t* out = s.data + s.ring_bytes;
     iovec iov[2] = {{out + reg.first_offset, reg.first_len}, {out, reg.second_len}};
@@ -1114,7 +1122,7 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
       s.out_cons += static_cast<uint32_t>(n);
       s.bytes_out += static_cast<uint64_t>(n);
       StoreRelease(&s.intf->out_cons, s.out_cons);
-      changed = true;
+      consumed_out = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -1125,7 +1133,7 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
     const int err = n < 0 ? errno : EPIPE;
     StoreRelease(&s.intf->out_error, pvcalls::ToWireErrno(err));
     s.out_done = true;
-    changed = true;
+    error_set = true;
     Log(LogLevel::kInfo, "event=send_failed domid={} id={} errno={}", fe.domid, s.id,
         ErrnoName(err));
   }
@@ -1154,7 +1162,14 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
       return false;
     }
     s.last_in_cons = in_cons;
-    if (*room == 0) break;  // the frontend's read (and its event) brings us back
+    if (*room == 0) {
+      // The frontend's read (and its event) brings us back; under the extension only if
+      // asked for, then a last look.
+      if (!fe.ext || armed_in) break;
+      pvcalls::ArmWake(&s.intf->ext_be_in_room_wake);
+      armed_in = true;
+      continue;
+    }
     const pvcalls::Regions reg = pvcalls::RingRegions(s.in_prod, *room, s.ring_bytes);
     iovec iov[2] = {{s.data + reg.first_offset, reg.first_len}, {s.data, reg.second_len}};
     msghdr msg{};
@@ -1165,7 +1180,7 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
       s.in_prod += static_cast<uint32_t>(n);
       s.bytes_in += static_cast<uint64_t>(n);
       StoreRelease(&s.intf->in_prod, s.in_prod);
-      changed = true;
+      produced_in = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -1174,13 +1189,25 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
     const int err = n == 0 ? ENOTCONN : errno;
     StoreRelease(&s.intf->in_error, pvcalls::ToWireErrno(err));
     s.in_done = true;
-    changed = true;
+    error_set = true;
     Log(LogLevel::kInfo, "event={} domid={} id={} bytes_in={} bytes_out={}",
         n == 0 ? "eof" : "reset", fe.domid, s.id, s.bytes_in, s.bytes_out);
   }
   // Standard PVCalls: the frontend expects an event after every update (Linux's
-  // pvcalls-front sleeps until one comes); one per pass, never per byte.
-  if (changed) api.evtchn_notify(evt, s.port);
+  // pvcalls-front sleeps until one comes); one per pass, never per byte. Extension: only
+  // for what the frontend armed a flag for, and for the error words.
+  bool notify = error_set;
+  if (!fe.ext) {
+    notify = notify || consumed_out || produced_in;
+  } else {
+    if (produced_in && pvcalls::TakeWake(&s.intf->ext_fe_in_wake)) notify = true;
+    if (consumed_out && pvcalls::TakeWake(&s.intf->ext_fe_out_room_wake)) notify = true;
+  }
+  if (notify) {
+    api.evtchn_notify(evt, s.port);
+    std::lock_guard lock(stats_mu);
+    ++stats.data_events;
+  }
   return true;
 }
 

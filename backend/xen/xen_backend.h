@@ -41,8 +41,9 @@ struct XenBackendStats {
   uint64_t frontends_connected = 0;
   uint64_t frontends_cut_off = 0;
   uint64_t requests = 0;
-  uint64_t bytes_in = 0;   // host → frontend
-  uint64_t bytes_out = 0;  // frontend → host
+  uint64_t data_events = 0;  // events sent on data rings (standard: one per busy pass)
+  uint64_t bytes_in = 0;     // host → frontend
+  uint64_t bytes_out = 0;    // frontend → host
 };
 
 class XenBackend {

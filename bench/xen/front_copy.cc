@@ -38,6 +38,7 @@
 #include "backend/host_stack.h"
 #include "backend/xen/front_stack.h"
 #include "backend/xen/xen_backend.h"
+#include "fmt/format.h"
 #include "tests/backend/test_client.h"
 #include "tests/xen/dom0_thread.h"
 #include "tests/xen/test_front.h"
@@ -57,7 +58,7 @@ struct Params {
   size_t bytes = size_t{256} << 20;
   int runs = 3;
   uint32_t pv_order = 4;  // PVCalls data ring order (2^order pages, half each way)
-  std::string configs = "local,front,direct";
+  std::string configs = "local,front,front-v1,direct,direct-v1";
 };
 Params g_params;
 
@@ -124,13 +125,26 @@ double ThroughXsockd(TestServer& server) {
   return static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
 }
 
-double Local() {
-  backend::InstallHostStack(nullptr);
-  TestServer server;
-  return ThroughXsockd(server);
+// One run: the rate, and the data-ring events both sides sent per MiB (-1: no Xen path).
+struct Result {
+  double mbs = 0;
+  double events_per_mib = -1;
+};
+
+double PerMib(uint64_t events) {
+  return static_cast<double>(events) * static_cast<double>(1u << 20) /
+         static_cast<double>(g_params.bytes);
 }
 
-double Front() {
+Result Local() {
+  backend::InstallHostStack(nullptr);
+  TestServer server;
+  return {ThroughXsockd(server), -1};
+}
+
+// ext: the xsock extension, whose wake rule signals only an armed peer; without it,
+// standard PVCalls (an event after every update).
+Result FrontWith(bool ext) {
   xd::Reset();
   Dom0 dom0(g_params.pv_order);
   xen_test::WriteToolstackNodes(kDomU);
@@ -140,26 +154,34 @@ double Front() {
     FrontStackOptions o;
     o.domid = kDomU;
     o.ring_order = g_params.pv_order;
+    o.extension = ext;
     auto f = FrontStack::Create(xd::Api(), o);
     REQUIRE(f.ok());
     front = std::move(*f);
   }
   REQUIRE(front->WaitConnected(std::chrono::milliseconds(kTimeoutMs)));
+  REQUIRE(front->Extension() == ext);
   backend::InstallHostStack(front.get());
-  double mbs = 0;
+  Result r;
   {
     TestServer server;
-    mbs = ThroughXsockd(server);
+    const uint64_t before = dom0.backend->Stats().data_events + front->Stats().events_to_dom0;
+    r.mbs = ThroughXsockd(server);
+    r.events_per_mib =
+        PerMib(dom0.backend->Stats().data_events + front->Stats().events_to_dom0 - before);
   }
   backend::InstallHostStack(nullptr);
   front.reset();
-  return mbs;
+  return r;
 }
+Result Front() { return FrontWith(true); }
+Result FrontV1() { return FrontWith(false); }
 
-double Direct() {
+Result DirectWith(bool ext) {
   xd::Reset();
   Dom0 dom0(g_params.pv_order);
   xen_test::TestFront f(xd::Api(), kDomU);
+  f.request_extension = ext;
   REQUIRE(f.Connect());
   auto listener = TcpListener::Open(AF_INET);
   REQUIRE(f.Socket(1) == 0);
@@ -170,6 +192,7 @@ double Direct() {
   REQUIRE(peer.valid());
   const size_t n = g_params.bytes;
   Sink sink;
+  const uint64_t before = dom0.backend->Stats().data_events + f.data_notifies();
   const auto start = Clock::now();
   {
     ScopedThread t([&] { sink.Run(peer.get(), n); }, peer.get());
@@ -186,11 +209,14 @@ double Direct() {
   }
   REQUIRE(sink.got == n);
   REQUIRE(sink.hash == ExpectedHash(n));
-  const double mbs =
-      static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+  Result r;
+  r.mbs = static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+  r.events_per_mib = PerMib(dom0.backend->Stats().data_events + f.data_notifies() - before);
   REQUIRE(f.Release(1) == 0);
-  return mbs;
+  return r;
 }
+Result Direct() { return DirectWith(true); }
+Result DirectV1() { return DirectWith(false); }
 
 // CPU time of the whole process (every thread: app, xsockd, front, dom0, sink), seconds.
 double CpuSeconds() {
@@ -208,35 +234,42 @@ double Median(std::vector<double> v) {
 TEST_CASE("front copy benchmark") {
   struct Row {
     const char* name;
-    double (*fn)();
+    Result (*fn)();
     const char* path;
   };
   const Row rows[] = {
       {"local", Local, "app -> xsockd -> loopback TCP"},
       {"front", Front, "app -> xsockd -> socketpair -> front -> PVCalls ring -> dom0 -> TCP"},
+      {"front-v1", FrontV1, "the same, standard PVCalls (no extension: an event per update)"},
       {"direct", Direct, "PVCalls ring written by the frontend -> dom0 -> TCP"},
+      {"direct-v1", DirectV1, "the same, standard PVCalls"},
   };
   std::printf(
       "front copy benchmark: %zu MiB per run, %d runs, PVCalls ring order %u "
       "(%u KiB each way), local ring default; sink on loopback TCP\n",
       g_params.bytes >> 20, g_params.runs, g_params.pv_order,
       pvcalls::DataRingBytes(g_params.pv_order) / 1024);
-  std::printf("%-7s %8s %8s %8s %12s  %s\n", "config", "MB/s", "min", "max", "CPU s/GiB",
-              "path (median of the runs; CPU: all threads, set-up included)");
+  std::printf("%-9s %8s %8s %8s %10s %11s  %s\n", "config", "MB/s", "min", "max", "CPU s/GiB",
+              "events/MiB", "path (medians; CPU: all threads; events: both sides' data-ring)");
   double front = 0, direct = 0;
   for (const Row& row : rows) {
-    if (g_params.configs.find(row.name) == std::string::npos) continue;
-    std::vector<double> v, cpu;
+    const std::string name = row.name;
+    if (("," + g_params.configs + ",").find("," + name + ",") == std::string::npos) continue;
+    std::vector<double> v, cpu, events;
     for (int i = 0; i < g_params.runs; ++i) {
       const double before = CpuSeconds();
-      v.push_back(row.fn());
+      const Result r = row.fn();
+      v.push_back(r.mbs);
+      events.push_back(r.events_per_mib);
       cpu.push_back((CpuSeconds() - before) * static_cast<double>(1u << 30) /
                     static_cast<double>(g_params.bytes));
     }
     const double med = Median(v);
-    std::printf("%-7s %8.1f %8.1f %8.1f %12.2f  %s\n", row.name, med,
+    const double ev = Median(events);
+    const std::string ev_text = ev < 0 ? "-" : fmt::format("{:.1f}", ev);
+    std::printf("%-9s %8.1f %8.1f %8.1f %10.2f %11s  %s\n", row.name, med,
                 *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()),
-                Median(cpu), row.path);
+                Median(cpu), ev_text.c_str(), row.path);
     std::fflush(stdout);
     if (std::string(row.name) == "front") front = med;
     if (std::string(row.name) == "direct") direct = med;
@@ -272,11 +305,13 @@ int main(int argc, char** argv) {
     } else if (a == "-h" || a == "--help") {
       std::printf(
           "usage: xsock-bench-xen-front [--mib N] [--runs R] [--pv-order K] "
-          "[--configs local,front,direct]\n"
+          "[--configs local,front,front-v1,direct,direct-v1]\n"
           "  Streams N MiB (default 256) R times (default 3) through each configuration and\n"
-          "  prints MB/s (median, min, max): local xsockd, the Xen front, and a frontend\n"
-          "  writing the PVCalls ring itself, the last two over the Xen test double with\n"
-          "  data rings of order K (default 4). Exit 1 if any transfer failed its check.\n");
+          "  prints MB/s (median, min, max), CPU seconds per GiB and data-ring events per\n"
+          "  MiB: local xsockd, the Xen front, and a frontend writing the PVCalls ring\n"
+          "  itself, the Xen ones over the test double with data rings of order K\n"
+          "  (default 4), each with the xsock extension's wake rule and as standard PVCalls\n"
+          "  (-v1). Exit 1 if any transfer failed its check.\n");
       return 0;
     } else {
       std::fprintf(stderr, "xsock-bench-xen-front: unknown argument '%s' (try --help)\n",

@@ -62,6 +62,11 @@ class TestFront {
                                               std::chrono::milliseconds timeout = kWait);
   // Ask for the xsock extension (written before Initialised) in Connect.
   bool request_extension = false;
+  // Whether it was negotiated (the backend offered it too): the data rings then follow the
+  // extension's wake rule (pvcalls::ArmWake / TakeWake) instead of notifying every update.
+  bool extension() const { return ext_; }
+  // Events sent on data rings by Write and Read.
+  uint64_t data_notifies() const { return data_notifies_; }
   int32_t Socket(uint64_t id);
   // Shares a data ring of `order` and connects; the ring is kept under `id`.
   int32_t ConnectTo(uint64_t id, uint16_t port, uint32_t order = 4, uint32_t addr_be = 0x0100007f);
@@ -94,6 +99,8 @@ class TestFront {
   uint32_t domid_;
   uint32_t backend_domid_;
   bool play_toolstack_;
+  bool ext_ = false;
+  uint64_t data_notifies_ = 0;
   std::string front_path_;
   std::string back_path_;
   xengntshr_handle* gs_ = nullptr;
