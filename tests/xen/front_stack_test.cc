@@ -222,7 +222,10 @@ TEST_CASE("front: a peer's reset reaches the app as ECONNRESET", "[front]") {
   CHECK(app->Read(&b, 1) == -ECONNRESET);
 }
 
-TEST_CASE("front: dom0's backend gone resets the app's connection with ECONNRESET", "[front]") {
+TEST_CASE(
+    "front: dom0's backend gone resets the app's connection with ECONNRESET; a new one "
+    "is served again",
+    "[front]") {
   World w;
   Connection c(w);
   auto& app = c.app;
@@ -236,6 +239,17 @@ TEST_CASE("front: dom0's backend gone resets the app's connection with ECONNRESE
   char b;
   CHECK(app->Read(&b, 1, 20000) == -ECONNRESET);
   CHECK(w.front->Stats().backend_losses >= 1);
+  // dom0's xsockd starts again: the front handshakes with it, the next connection works.
+  const uint64_t handshakes = w.front->Stats().handshakes;
+  w.dom0 = std::make_unique<Dom0>();
+  REQUIRE(w.front->WaitConnected(std::chrono::milliseconds(20000)));
+  REQUIRE(Eventually([&] { return w.front->Stats().handshakes > handshakes; }, 20000));
+  Connection again(w);
+  const std::vector<uint8_t> more = Pattern(7000, 7);
+  REQUIRE(again.app->WriteAll(more.data(), more.size()));
+  std::vector<uint8_t> got_more(more.size());
+  REQUIRE(RecvExactly(again.peer.get(), got_more));
+  CHECK(Diff(got_more, more) == "");
 }
 
 // ---- the xsock extension (docs/xen.md) ------------------------------------------------------
