@@ -49,6 +49,13 @@ inline constexpr bool IsExtCommand(uint32_t cmd) {
 }
 // Largest option value carried (SO_LINGER's struct linger is 8 bytes).
 inline constexpr uint32_t kExtMaxOptLen = 32;
+// Extension liveness bytes in the command ring page's header padding (SringHeader::pad),
+// set up with Xen's unmap notification: the frontend shares the page with notify offset
+// kExtFrontAliveOffset, dom0 maps it with kExtBackAliveOffset, each sets its byte to 1; the
+// kernel zeroes it and signals the command ring's event channel when that side unmaps
+// the page or its process dies, so the other side learns at once.
+inline constexpr uint32_t kExtFrontAliveOffset = 16;
+inline constexpr uint32_t kExtBackAliveOffset = 17;
 
 // Grant pages are 4 KiB (XEN_PAGE_SIZE) whatever the host's page size.
 inline constexpr size_t kPageSize = 4096;

@@ -167,6 +167,7 @@ struct FrontStack::Impl {
   std::string last_back_state;
   uint32_t ring_order = 1;
   bool ext = false;  // the xsock extension negotiated in the current handshake
+  bool back_alive_seen = false;  // extension: dom0 set its alive byte in the command ring
   pvcalls::SringHeader* sring = nullptr;
   uint32_t ring_ref = 0;
   uint32_t cmd_port = 0;
@@ -363,33 +364,43 @@ void FrontStack::Impl::Write(const std::string& path, const std::string& value) 
 }
 
 bool FrontStack::Impl::ShareCommandRing() {
+  const int port = api.evtchn_bind_unbound_port(evt, backend_domid);
+  if (port < 0) {
+    Log(LogLevel::kWarn, "event=front_handshake_failed reason={}",
+        Quoted("xenevtchn_bind_unbound_port: " + ErrnoName(errno)));
+    return false;
+  }
+  cmd_port = static_cast<uint32_t>(port);
+  // Under the extension with an unmap notification: if this process dies, dom0 finds
+  // the alive byte zeroed and an event on the command ring's port.
   sring = static_cast<pvcalls::SringHeader*>(
-      api.gntshr_share_pages(gs, backend_domid, 1, &ring_ref, 1));
+      ext ? api.gntshr_share_page_notify(gs, backend_domid, &ring_ref, 1,
+                                         pvcalls::kExtFrontAliveOffset, cmd_port)
+          : api.gntshr_share_pages(gs, backend_domid, 1, &ring_ref, 1));
   if (sring == nullptr) {
     Log(LogLevel::kWarn, "event=front_handshake_failed reason={}",
-        Quoted("xengntshr_share_pages command ring: " + ErrnoName(errno)));
+        Quoted("sharing the command ring: " + ErrnoName(errno)));
+    FreeCommandRing();
     return false;
   }
   std::memset(static_cast<void*>(sring), 0, pvcalls::kPageSize);
   sring->req_event = 1;  // SHARED_RING_INIT
   sring->rsp_event = 1;
-  const int port = api.evtchn_bind_unbound_port(evt, backend_domid);
-  if (port < 0) {
-    Log(LogLevel::kWarn, "event=front_handshake_failed reason={}",
-        Quoted("xenevtchn_bind_unbound_port: " + ErrnoName(errno)));
-    FreeCommandRing();
-    return false;
+  if (ext) {
+    __atomic_store_n(reinterpret_cast<uint8_t*>(sring) + pvcalls::kExtFrontAliveOffset, 1,
+                     __ATOMIC_RELEASE);
   }
-  cmd_port = static_cast<uint32_t>(port);
+  back_alive_seen = false;
   req_prod_pvt = rsp_cons = 0;
   return true;
 }
 
 void FrontStack::Impl::FreeCommandRing() {
-  if (cmd_port != 0) api.evtchn_unbind(evt, cmd_port);
-  cmd_port = 0;
+  // Unshared before the port goes: the unmap notification signals on it.
   if (sring != nullptr) api.gntshr_unshare(gs, sring, 1);
   sring = nullptr;
+  if (cmd_port != 0) api.evtchn_unbind(evt, cmd_port);
+  cmd_port = 0;
 }
 
 void FrontStack::Impl::Advance() {
@@ -429,9 +440,9 @@ void FrontStack::Impl::Advance() {
       }
       ring_order = std::min(std::max(opt.ring_order, uint32_t{1}),
                             std::min(*max_order, pvcalls::kMaxRingOrder));
-      if (!ShareCommandRing()) return;
       // The extension only if this backend offers it; otherwise a standard frontend.
       ext = opt.extension && Read(back_path + "/" + pvcalls::kExtFeatureNode) == "1";
+      if (!ShareCommandRing()) return;
       Write(front_path + "/" + pvcalls::kExtFrontendNode, ext ? "1" : "0");
       Write(front_path + "/version", pvcalls::kProtocolVersion);
       Write(front_path + "/ring-ref", std::to_string(ring_ref));
@@ -552,6 +563,18 @@ int32_t FrontStack::Impl::CallSyncExt(std::unique_lock<std::mutex>& lock, const 
 
 void FrontStack::Impl::Collect() {
   if (phase != Phase::kConnected || sring == nullptr) return;
+  if (ext) {
+    // dom0 maps the page with an unmap notification: a zeroed alive byte means its
+    // xsockd unmapped it or died (the event that woke us came with it).
+    const uint8_t alive = __atomic_load_n(
+        reinterpret_cast<const uint8_t*>(sring) + pvcalls::kExtBackAliveOffset, __ATOMIC_ACQUIRE);
+    if (alive != 0) back_alive_seen = true;
+    if (back_alive_seen && alive == 0) {
+      ++stats.backend_unmaps;
+      BackendGone("dom0 unmapped the command ring (its xsockd stopped or died)");
+      return;
+    }
+  }
   auto* slots = reinterpret_cast<uint8_t*>(sring) + sizeof(pvcalls::SringHeader);
   for (int guard = 0; guard < 64; ++guard) {
     const uint32_t prod = LoadAcquire(&sring->rsp_prod);

@@ -53,6 +53,7 @@ struct FrontStackOptions {
 struct FrontStats {
   uint64_t handshakes = 0;      // times the backend reached Connected with us
   uint64_t backend_losses = 0;  // times the backend was found gone
+  uint64_t backend_unmaps = 0;  // of which through the command ring's unmap notification
   uint64_t sockets_reset = 0;   // by corrupt indices or backend loss
   uint64_t bytes_to_dom0 = 0;
   uint64_t bytes_from_dom0 = 0;

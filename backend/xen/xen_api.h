@@ -24,12 +24,19 @@ struct XenApi {
   void* (*gnttab_map_grant_refs)(xengnttab_handle*, uint32_t count, uint32_t* domids,
                                  uint32_t* refs, int prot);
   int (*gnttab_unmap)(xengnttab_handle*, void* start, uint32_t count);
+  // One page, with an unmap notification: when it is unmapped (or this process dies) the
+  // kernel zeroes the byte at notify_offset and signals notify_port (-1: either not).
+  void* (*gnttab_map_grant_ref_notify)(xengnttab_handle*, uint32_t domid, uint32_t ref, int prot,
+                                       uint32_t notify_offset, evtchn_port_t notify_port);
   // libxengnttab: sharing own pages (frontends).
   xengntshr_handle* (*gntshr_open)(struct xentoollog_logger*, unsigned);
   int (*gntshr_close)(xengntshr_handle*);
   void* (*gntshr_share_pages)(xengntshr_handle*, uint32_t domid, int count, uint32_t* refs,
                               int writable);
   int (*gntshr_unshare)(xengntshr_handle*, void* start, uint32_t count);
+  // One page shared with an unmap notification (as gnttab_map_grant_ref_notify).
+  void* (*gntshr_share_page_notify)(xengntshr_handle*, uint32_t domid, uint32_t* ref, int writable,
+                                    uint32_t notify_offset, evtchn_port_t notify_port);
   // libxenevtchn.
   xenevtchn_handle* (*evtchn_open)(struct xentoollog_logger*, unsigned);
   int (*evtchn_close)(xenevtchn_handle*);

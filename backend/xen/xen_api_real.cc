@@ -9,10 +9,12 @@ XenApi RealXenApi() {
   api.gnttab_map_grant_ref = xengnttab_map_grant_ref;
   api.gnttab_map_grant_refs = xengnttab_map_grant_refs;
   api.gnttab_unmap = xengnttab_unmap;
+  api.gnttab_map_grant_ref_notify = xengnttab_map_grant_ref_notify;
   api.gntshr_open = xengntshr_open;
   api.gntshr_close = xengntshr_close;
   api.gntshr_share_pages = xengntshr_share_pages;
   api.gntshr_unshare = xengntshr_unshare;
+  api.gntshr_share_page_notify = xengntshr_share_page_notify;
   api.evtchn_open = xenevtchn_open;
   api.evtchn_close = xenevtchn_close;
   api.evtchn_fd = xenevtchn_fd;

@@ -437,21 +437,35 @@ bool XenBackend::Impl::ConnectFrontend(Frontend& fe) {
     Publish(fe, XenbusState::kClosing);
     return false;
   }
-  void* page = api.gnttab_map_grant_ref(gnt, fe.domid, *ref, PROT_READ | PROT_WRITE);
-  if (page == nullptr) {
-    Log(LogLevel::kWarn, "event=frontend_handshake_failed domid={} reason={}", fe.domid,
-        Quoted(fmt::format("map grant ref {} from dom {}: {}", *ref, fe.domid, ErrnoName(errno))));
-    Publish(fe, XenbusState::kClosing);
-    return false;
-  }
+  // The extension only if we offered it and the frontend asked (a guest-written value).
+  const auto ext_text = Read(fe.front + "/" + pvcalls::kExtFrontendNode);
+  const auto ext = ext_text ? pvcalls::ParseXsUint(*ext_text) : std::nullopt;
+  fe.ext = options.extension && ext == 1u;
   const int local = api.evtchn_bind_interdomain(evt, fe.domid, *port);
   if (local < 0) {
     Log(LogLevel::kWarn, "event=frontend_handshake_failed domid={} reason={}", fe.domid,
         Quoted(
             fmt::format("bind event channel {} of dom {}: {}", *port, fe.domid, ErrnoName(errno))));
-    api.gnttab_unmap(gnt, page, 1);
     Publish(fe, XenbusState::kClosing);
     return false;
+  }
+  // Under the extension with an unmap notification, so that the front learns at once when
+  // this process stops or dies.
+  const uint32_t ring_ref = *ref;
+  void* page = fe.ext ? api.gnttab_map_grant_ref_notify(gnt, fe.domid, ring_ref, PROT_READ | PROT_WRITE,
+                                                        pvcalls::kExtBackAliveOffset,
+                                                        static_cast<evtchn_port_t>(local))
+                      : api.gnttab_map_grant_ref(gnt, fe.domid, ring_ref, PROT_READ | PROT_WRITE);
+  if (page == nullptr) {
+    Log(LogLevel::kWarn, "event=frontend_handshake_failed domid={} reason={}", fe.domid,
+        Quoted(fmt::format("map grant ref {} from dom {}: {}", *ref, fe.domid, ErrnoName(errno))));
+    api.evtchn_unbind(evt, static_cast<evtchn_port_t>(local));
+    Publish(fe, XenbusState::kClosing);
+    return false;
+  }
+  if (fe.ext) {
+    __atomic_store_n(static_cast<uint8_t*>(page) + pvcalls::kExtBackAliveOffset, 1,
+                     __ATOMIC_RELEASE);
   }
   fe.ring_page = page;
   fe.port = static_cast<uint32_t>(local);
@@ -463,10 +477,6 @@ bool XenBackend::Impl::ConnectFrontend(Frontend& fe) {
   fe.rsp_prod_pvt = 0;
   fe.rsp_prod_published = 0;
   (void)sring;
-  // The extension only if we offered it and the frontend asked (a guest-written value).
-  const auto ext_text = Read(fe.front + "/" + pvcalls::kExtFrontendNode);
-  const auto ext = ext_text ? pvcalls::ParseXsUint(*ext_text) : std::nullopt;
-  fe.ext = options.extension && ext == 1u;
   fe.connected = true;
   Publish(fe, XenbusState::kConnected);
   {
@@ -483,14 +493,15 @@ void XenBackend::Impl::Teardown(Frontend& fe) {
   std::vector<uint64_t> ids;
   for (auto& [id, s] : fe.sockets) ids.push_back(id);
   for (uint64_t id : ids) FreeSocket(fe, id);
+  // Unmapped before the port goes: the unmap notification signals on it.
+  if (fe.ring_page != nullptr) {
+    api.gnttab_unmap(gnt, fe.ring_page, 1);
+    fe.ring_page = nullptr;
+  }
   if (fe.port != 0) {
     api.evtchn_unbind(evt, fe.port);
     ports.erase(fe.port);
     fe.port = 0;
-  }
-  if (fe.ring_page != nullptr) {
-    api.gnttab_unmap(gnt, fe.ring_page, 1);
-    fe.ring_page = nullptr;
   }
   if (fe.connected) Log(LogLevel::kInfo, "event=frontend_disconnected domid={}", fe.domid);
   fe.connected = false;
@@ -560,6 +571,17 @@ void XenBackend::Impl::OnHost(uint64_t serial, uint32_t events) {
 // ---- the command ring ---------------------------------------------------------------------
 
 void XenBackend::Impl::ServeCommands(Frontend& fe) {
+  if (fe.ext && __atomic_load_n(static_cast<const uint8_t*>(fe.ring_page) +
+                                    pvcalls::kExtFrontAliveOffset,
+                                __ATOMIC_ACQUIRE) == 0) {
+    // The frontend shared the page with an unmap notification: it unmapped it or its
+    // process died. Its sockets go now; a new frontend starts from Initialising.
+    Log(LogLevel::kInfo, "event=frontend_gone domid={} reason={}", fe.domid,
+        Quoted("the frontend unmapped its command ring (its process stopped or died)"));
+    Teardown(fe);
+    Publish(fe, XenbusState::kClosing);
+    return;
+  }
   auto* sring = static_cast<pvcalls::SringHeader*>(fe.ring_page);
   auto* slots = static_cast<uint8_t*>(fe.ring_page) + sizeof(pvcalls::SringHeader);
   const uint32_t domid = fe.domid;

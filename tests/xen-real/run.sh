@@ -133,6 +133,7 @@ else
   DOMU_RUN="export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 ip link set lo up
 xsockd --front xen --socket /run/xsockd.sock --log-level debug > /tmp/front.log 2>&1 &
+fpid=\$!
 i=0; while [ ! -S /run/xsockd.sock ] && [ \$i -lt $((STEP * 5)) ]; do sleep 0.2; i=\$((i+1)); done
 echo 'XSOCK-FRONT start'
 R='env LD_PRELOAD=/lib/libxsock.so XSOCK_SOCKET=/run/xsockd.sock XSOCK_ROUTE=127.0.0.0/8'
@@ -176,6 +177,10 @@ i=0; while kill -0 \$es 2>/dev/null && [ \$i -lt $STEP ]; do sleep 1; i=\$((i+1)
 kill \$es 2>/dev/null; wait \$es; echo \"XSOCK-FRONT listen exit=\$? \$(tail -n 1 /tmp/es.log)\"
 echo '--- front log'; tail -n 40 /tmp/front.log; echo '--- echo server log'; cat /tmp/es.log
 grep -q 'event=front_connected.* ext=1' /tmp/front.log && echo 'XSOCK-FRONT ext=1' || echo 'XSOCK-FRONT ext=0'
+# The front dies without a word to XenStore: dom0 must learn it from the command ring's
+# unmap notification (extension).
+kill -9 \$fpid; wait \$fpid 2>/dev/null; echo 'XSOCK-FRONT front killed'
+sleep 3
 echo 'XSOCK-FRONT done'"
 fi
 cat > "$D/init" <<EOI
@@ -268,6 +273,7 @@ echo \"dom0 client to the domU's listener: exit=\$rc from=\$t to=\$(cut -d' ' -f
 wait_for 'XSOCK-FRONT listen exit' \$L || fail 'domU listener did not finish'
 wait_for 'XSOCK-FRONT done' \$L || fail 'domU test did not finish'
 if grep -q 'XSOCK-FRONT ext=1' \$L; then note 'xsock extension negotiated (the echoes half-closed through it)'; else bad=\${bad:-'xsock extension not negotiated'}; fi
+if grep -q 'event=frontend_gone domid=' /tmp/xsockd.log; then note 'dom0 saw the killed front at once (unmap notification): its sockets freed'; else bad=\${bad:-'dom0 did not see the killed front'}; fi
 [ -z \"\$bad\" ] || fail \"\$bad\"
 note 'domU listener served dom0 client'"
 fi

@@ -239,6 +239,8 @@ TEST_CASE(
   char b;
   CHECK(app->Read(&b, 1, 20000) == -ECONNRESET);
   CHECK(w.front->Stats().backend_losses >= 1);
+  // Seen through the command ring's unmap notification (extension), not the probe.
+  CHECK(w.front->Stats().backend_unmaps == 1);
   // dom0's xsockd starts again: the front handshakes with it, the next connection works.
   const uint64_t handshakes = w.front->Stats().handshakes;
   w.dom0 = std::make_unique<Dom0>();

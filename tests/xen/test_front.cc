@@ -56,6 +56,11 @@ TestFront::~TestFront() {
   if (gs_ != nullptr) api_.gntshr_close(gs_);
 }
 
+void TestFront::UnshareCommandRing() {
+  if (sring_ != nullptr) api_.gntshr_unshare(gs_, sring_, 1);
+  sring_ = nullptr;
+}
+
 std::optional<std::string> TestFront::ReadNode(const std::string& path) const {
   if (play_toolstack_) return xen_double::StoreRead(path);
   unsigned int len = 0;
@@ -94,16 +99,24 @@ bool TestFront::Connect() {
   const auto order = ReadNode(back_path_ + "/max-page-order");
   if (!versions || *versions != "1" || !order) return false;
   max_page_order_ = pvcalls::ParseXsUint(*order).value_or(0);
-  // Our part: the command ring and its event channel.
+  // Our part: the command ring and its event channel. Asking for the extension, the ring
+  // is shared with an unmap notification and its alive byte set (pvcalls.h).
+  const int port = api_.evtchn_bind_unbound_port(evt_, backend_domid_);
+  if (port < 0) return false;
+  cmd_port_ = static_cast<uint32_t>(port);
   sring_ = static_cast<pvcalls::SringHeader*>(
-      api_.gntshr_share_pages(gs_, backend_domid_, 1, &ring_ref_, 1));
+      request_extension
+          ? api_.gntshr_share_page_notify(gs_, backend_domid_, &ring_ref_, 1,
+                                          pvcalls::kExtFrontAliveOffset, cmd_port_)
+          : api_.gntshr_share_pages(gs_, backend_domid_, 1, &ring_ref_, 1));
   if (sring_ == nullptr) return false;
   std::memset(sring_, 0, pvcalls::kPageSize);
   sring_->req_event = 1;  // SHARED_RING_INIT
   sring_->rsp_event = 1;
-  const int port = api_.evtchn_bind_unbound_port(evt_, backend_domid_);
-  if (port < 0) return false;
-  cmd_port_ = static_cast<uint32_t>(port);
+  if (request_extension) {
+    __atomic_store_n(reinterpret_cast<uint8_t*>(sring_) + pvcalls::kExtFrontAliveOffset, 1,
+                     __ATOMIC_RELEASE);
+  }
   auto w = [&](const std::string& k, const std::string& v) {
     api_.xs_write(xs_, XBT_NULL, (front_path_ + "/" + k).c_str(), v.data(),
                   static_cast<unsigned>(v.size()));

@@ -84,6 +84,10 @@ class TestFront {
   void WaitEvent(std::chrono::milliseconds timeout);
   void Notify(uint32_t port);
 
+  // As if this frontend's process died: the command ring is unshared (its unmap
+  // notification fires) and nothing is written to XenStore.
+  void UnshareCommandRing();
+
   // The raw command ring, for hostile tests.
   pvcalls::SringHeader* sring() { return sring_; }
   uint32_t req_prod_pvt() const { return req_prod_pvt_; }

@@ -668,3 +668,53 @@ TEST_CASE("xen ext: data-ring events only for an armed flag; standard frontends 
   CHECK(std::memcmp(got.data() + 1000, second.data(), 500) == 0);
   close(c);
 }
+
+// Issue item 6: a guest (or its front process) that dies loses its sockets and nothing
+// else. Under the extension the frontend shares its command ring with an unmap
+// notification, so dom0 learns at once, without waiting for XenStore.
+TEST_CASE("xen ext: a frontend whose command ring is unmapped loses its sockets at once; "
+          "another frontend keeps its own") {
+  Backend b(4);
+  TestFront dying(xd::Api(), 1);
+  dying.request_extension = true;
+  REQUIRE(dying.Connect());
+  TestFront other(xd::Api(), 2);
+  other.request_extension = true;
+  REQUIRE(other.Connect());
+  HostListener server;
+  REQUIRE(dying.Socket(1) == 0);
+  REQUIRE(dying.ConnectTo(1, server.port, 1) == 0);
+  const int peer1 = accept4(server.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  REQUIRE(peer1 >= 0);
+  REQUIRE(other.Socket(1) == 0);
+  REQUIRE(other.ConnectTo(1, server.port, 1) == 0);
+  const int peer2 = accept4(server.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  REQUIRE(peer2 >= 0);
+
+  dying.UnshareCommandRing();  // its process died: no XenStore write
+  pollfd p{peer1, POLLIN, 0};
+  REQUIRE(poll(&p, 1, 10000) == 1);
+  char c;
+  CHECK(read(peer1, &c, 1) == 0);  // dom0 closed its host socket
+  CHECK(b.log.Has("event=frontend_gone domid=1"));
+  CHECK(dying.WaitBackendState(5));  // Closing: a new frontend starts from Initialising
+
+  // The other domain's connection is untouched.
+  FrontRing* ring = other.Ring(1);
+  REQUIRE(ring != nullptr);
+  const std::string hello = "still here";
+  REQUIRE(other.Write(*ring, hello.data(), hello.size()) == hello.size());
+  std::string got(hello.size(), '\0');
+  size_t n = 0;
+  for (int i = 0; i < 100 && n < got.size(); ++i) {
+    pollfd q{peer2, POLLIN, 0};
+    if (poll(&q, 1, 100) != 1) continue;
+    const ssize_t r = read(peer2, got.data() + n, got.size() - n);
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+  }
+  CHECK(got == hello);
+  CHECK_FALSE(b.log.Has("event=frontend_gone domid=2"));
+  close(peer1);
+  close(peer2);
+}

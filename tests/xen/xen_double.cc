@@ -67,14 +67,28 @@ struct GntHandle {
   uint32_t domid;
 };
 
+// An unmap notification (xengnttab.h, "UNMAP NOTIFICATION"): at unmap, the byte at
+// `offset` of the page is zeroed and an event is sent on the local port `port` of domain
+// `domid`. Unlike Linux, which holds a reference on the port, the double needs the port
+// still bound then: unmap before unbinding (as both sides of the transport do).
+struct UnmapNotify {
+  uint32_t offset = UINT32_MAX;
+  uint32_t domid = 0;
+  uint32_t port = UINT32_MAX;
+};
+
 struct Share {
   uint32_t owner;
   std::vector<uint32_t> refs;
+  UnmapNotify notify;
 };
 
 struct Mapping {
   size_t pages;
+  UnmapNotify notify;
 };
+
+void FireLocked(const UnmapNotify& n, void* page);
 
 std::map<std::pair<uint32_t, uint32_t>, Grant> g_grants;  // (owner, ref)
 std::map<uint32_t, uint32_t> g_next_ref;                   // per owner
@@ -101,7 +115,7 @@ void* ShareLocked(GntHandle* h, uint32_t domid, int count, uint32_t* refs, int w
   if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) return nullptr;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return nullptr;
-  Share share{h->domid, {}};
+  Share share{h->domid, {}, {}};
   uint32_t& next = g_next_ref[h->domid];
   if (next < 8) next = 8;  // Xen reserves the first grant entries
   for (int i = 0; i < count; ++i) {
@@ -147,7 +161,7 @@ void* MapLocked(GntHandle* h, uint32_t count, const uint32_t* domids, const uint
       return nullptr;
     }
   }
-  g_mappings[base] = Mapping{count};
+  g_mappings[base] = Mapping{count, {}};
   return base;
 }
 
@@ -167,6 +181,18 @@ void* GnttabMapGrantRefs(xengnttab_handle* h, uint32_t count, uint32_t* domids,
   std::lock_guard lock(g_mu);
   return MapLocked(reinterpret_cast<GntHandle*>(h), count, domids, refs, prot);
 }
+void* GnttabMapGrantRefNotify(xengnttab_handle* h, uint32_t domid, uint32_t ref, int prot,
+                              uint32_t notify_offset, evtchn_port_t notify_port) {
+  std::lock_guard lock(g_mu);
+  auto* gh = reinterpret_cast<GntHandle*>(h);
+  if (notify_offset != UINT32_MAX && (notify_offset >= kPage || !(prot & PROT_WRITE))) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  void* p = MapLocked(gh, 1, &domid, &ref, prot);
+  if (p != nullptr) g_mappings[p].notify = {notify_offset, gh->domid, notify_port};
+  return p;
+}
 int GnttabUnmap(xengnttab_handle*, void* start, uint32_t count) {
   std::lock_guard lock(g_mu);
   auto it = g_mappings.find(start);
@@ -174,6 +200,7 @@ int GnttabUnmap(xengnttab_handle*, void* start, uint32_t count) {
     errno = EINVAL;
     return -1;
   }
+  FireLocked(it->second.notify, start);
   munmap(start, count * kPage);
   g_mappings.erase(it);
   return 0;
@@ -190,6 +217,18 @@ void* GntshrSharePages(xengntshr_handle* h, uint32_t domid, int count, uint32_t*
   std::lock_guard lock(g_mu);
   return ShareLocked(reinterpret_cast<GntHandle*>(h), domid, count, refs, writable);
 }
+void* GntshrSharePageNotify(xengntshr_handle* h, uint32_t domid, uint32_t* ref, int writable,
+                            uint32_t notify_offset, evtchn_port_t notify_port) {
+  std::lock_guard lock(g_mu);
+  auto* gh = reinterpret_cast<GntHandle*>(h);
+  if (notify_offset != UINT32_MAX && notify_offset >= kPage) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  void* p = ShareLocked(gh, domid, 1, ref, writable);
+  if (p != nullptr) g_shares[p].notify = {notify_offset, gh->domid, notify_port};
+  return p;
+}
 int GntshrUnshare(xengntshr_handle*, void* start, uint32_t count) {
   std::lock_guard lock(g_mu);
   auto it = g_shares.find(start);
@@ -197,6 +236,7 @@ int GntshrUnshare(xengntshr_handle*, void* start, uint32_t count) {
     errno = EINVAL;
     return -1;
   }
+  FireLocked(it->second.notify, start);
   for (uint32_t ref : it->second.refs) g_grants.erase({it->second.owner, ref});
   munmap(start, count * kPage);
   g_shares.erase(it);
@@ -272,6 +312,15 @@ Port* OwnPort(EvtHandle* h, uint32_t port) {
   auto it = g_ports.find({h->domid, port});
   if (it == g_ports.end() || it->second.owner != h) return nullptr;
   return &it->second;
+}
+
+void FireLocked(const UnmapNotify& n, void* page) {
+  if (n.offset != UINT32_MAX) static_cast<uint8_t*>(page)[n.offset] = 0;
+  if (n.port == UINT32_MAX) return;
+  auto it = g_ports.find({n.domid, n.port});
+  if (it != g_ports.end() && it->second.interdomain && it->second.remote_port != 0) {
+    RaiseLocked(it->second.remote_domid, it->second.remote_port);
+  }
 }
 
 xenevtchn_handle* EvtOpen(struct xentoollog_logger*, unsigned) {
@@ -556,10 +605,12 @@ backend::xen::XenApi Api() {
   api.gnttab_map_grant_ref = GnttabMapGrantRef;
   api.gnttab_map_grant_refs = GnttabMapGrantRefs;
   api.gnttab_unmap = GnttabUnmap;
+  api.gnttab_map_grant_ref_notify = GnttabMapGrantRefNotify;
   api.gntshr_open = GntshrOpen;
   api.gntshr_close = GntshrClose;
   api.gntshr_share_pages = GntshrSharePages;
   api.gntshr_unshare = GntshrUnshare;
+  api.gntshr_share_page_notify = GntshrSharePageNotify;
   api.evtchn_open = EvtOpen;
   api.evtchn_close = EvtClose;
   api.evtchn_fd = EvtFd;

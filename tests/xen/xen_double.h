@@ -11,7 +11,10 @@
 //   mappable only by the domain it was granted to (else EINVAL), writable mappings of
 //   read-only grants fail (EACCES), unknown refs fail (EINVAL). Multi-page maps are
 //   virtually contiguous. Unsharing a mapped grant leaves the peer's mapping valid (as
-//   gntalloc defers the revocation until the peer unmaps).
+//   gntalloc defers the revocation until the peer unmaps). Unmap notifications
+//   (xengntshr_share_page_notify, xengnttab_map_grant_ref_notify): at unshare/unmap the
+//   byte at the offset is zeroed and the port signalled; unlike Linux, the port must still
+//   be bound then (Linux holds a reference to it).
 // * Event channels: ports are per domain, numbered from 1. bind_interdomain needs an
 //   unbound port of the remote domain offered to the caller's domain (else EINVAL).
 //   As on Xen: binding an interdomain port delivers one spurious event at once;
