@@ -166,7 +166,7 @@ struct FrontStack::Impl {
   bool watching_back = false;
   std::string last_back_state;
   uint32_t ring_order = 1;
-  bool ext = false;  // the xsock extension negotiated in the current handshake
+  bool ext = false;              // the xsock extension negotiated in the current handshake
   bool back_alive_seen = false;  // extension: dom0 set its alive byte in the command ring
   pvcalls::SringHeader* sring = nullptr;
   uint32_t ring_ref = 0;

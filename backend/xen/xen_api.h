@@ -55,8 +55,7 @@ struct XenApi {
   bool (*xs_write)(struct xs_handle*, xs_transaction_t, const char* path, const void* data,
                    unsigned int len);
   bool (*xs_rm)(struct xs_handle*, xs_transaction_t, const char* path);
-  char** (*xs_directory)(struct xs_handle*, xs_transaction_t, const char* path,
-                         unsigned int* num);
+  char** (*xs_directory)(struct xs_handle*, xs_transaction_t, const char* path, unsigned int* num);
   bool (*xs_watch)(struct xs_handle*, const char* path, const char* token);
   bool (*xs_unwatch)(struct xs_handle*, const char* path, const char* token);
   int (*xs_fileno)(struct xs_handle*);

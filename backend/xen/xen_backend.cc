@@ -452,9 +452,9 @@ bool XenBackend::Impl::ConnectFrontend(Frontend& fe) {
   // Under the extension with an unmap notification, so that the front learns at once when
   // this process stops or dies.
   const uint32_t ring_ref = *ref;
-  void* page = fe.ext ? api.gnttab_map_grant_ref_notify(gnt, fe.domid, ring_ref, PROT_READ | PROT_WRITE,
-                                                        pvcalls::kExtBackAliveOffset,
-                                                        static_cast<evtchn_port_t>(local))
+  void* page = fe.ext ? api.gnttab_map_grant_ref_notify(
+                            gnt, fe.domid, ring_ref, PROT_READ | PROT_WRITE,
+                            pvcalls::kExtBackAliveOffset, static_cast<evtchn_port_t>(local))
                       : api.gnttab_map_grant_ref(gnt, fe.domid, ring_ref, PROT_READ | PROT_WRITE);
   if (page == nullptr) {
     Log(LogLevel::kWarn, "event=frontend_handshake_failed domid={} reason={}", fe.domid,
@@ -571,9 +571,9 @@ void XenBackend::Impl::OnHost(uint64_t serial, uint32_t events) {
 // ---- the command ring ---------------------------------------------------------------------
 
 void XenBackend::Impl::ServeCommands(Frontend& fe) {
-  if (fe.ext && __atomic_load_n(static_cast<const uint8_t*>(fe.ring_page) +
-                                    pvcalls::kExtFrontAliveOffset,
-                                __ATOMIC_ACQUIRE) == 0) {
+  if (fe.ext &&
+      __atomic_load_n(static_cast<const uint8_t*>(fe.ring_page) + pvcalls::kExtFrontAliveOffset,
+                      __ATOMIC_ACQUIRE) == 0) {
     // The frontend shared the page with an unmap notification: it unmapped it or its
     // process died. Its sockets go now; a new frontend starts from Initialising.
     Log(LogLevel::kInfo, "event=frontend_gone domid={} reason={}", fe.domid,

@@ -105,10 +105,9 @@ bool TestFront::Connect() {
   if (port < 0) return false;
   cmd_port_ = static_cast<uint32_t>(port);
   sring_ = static_cast<pvcalls::SringHeader*>(
-      request_extension
-          ? api_.gntshr_share_page_notify(gs_, backend_domid_, &ring_ref_, 1,
-                                          pvcalls::kExtFrontAliveOffset, cmd_port_)
-          : api_.gntshr_share_pages(gs_, backend_domid_, 1, &ring_ref_, 1));
+      request_extension ? api_.gntshr_share_page_notify(gs_, backend_domid_, &ring_ref_, 1,
+                                                        pvcalls::kExtFrontAliveOffset, cmd_port_)
+                        : api_.gntshr_share_pages(gs_, backend_domid_, 1, &ring_ref_, 1));
   if (sring_ == nullptr) return false;
   std::memset(sring_, 0, pvcalls::kPageSize);
   sring_->req_event = 1;  // SHARED_RING_INIT

@@ -672,8 +672,9 @@ TEST_CASE("xen ext: data-ring events only for an armed flag; standard frontends 
 // Issue item 6: a guest (or its front process) that dies loses its sockets and nothing
 // else. Under the extension the frontend shares its command ring with an unmap
 // notification, so dom0 learns at once, without waiting for XenStore.
-TEST_CASE("xen ext: a frontend whose command ring is unmapped loses its sockets at once; "
-          "another frontend keeps its own") {
+TEST_CASE(
+    "xen ext: a frontend whose command ring is unmapped loses its sockets at once; "
+    "another frontend keeps its own") {
   Backend b(4);
   TestFront dying(xd::Api(), 1);
   dying.request_extension = true;

@@ -91,7 +91,7 @@ struct Mapping {
 void FireLocked(const UnmapNotify& n, void* page);
 
 std::map<std::pair<uint32_t, uint32_t>, Grant> g_grants;  // (owner, ref)
-std::map<uint32_t, uint32_t> g_next_ref;                   // per owner
+std::map<uint32_t, uint32_t> g_next_ref;                  // per owner
 std::map<void*, Share> g_shares;
 std::map<void*, Mapping> g_mappings;
 
@@ -176,8 +176,8 @@ void* GnttabMapGrantRef(xengnttab_handle* h, uint32_t domid, uint32_t ref, int p
   std::lock_guard lock(g_mu);
   return MapLocked(reinterpret_cast<GntHandle*>(h), 1, &domid, &ref, prot);
 }
-void* GnttabMapGrantRefs(xengnttab_handle* h, uint32_t count, uint32_t* domids,
-                         uint32_t* refs, int prot) {
+void* GnttabMapGrantRefs(xengnttab_handle* h, uint32_t count, uint32_t* domids, uint32_t* refs,
+                         int prot) {
   std::lock_guard lock(g_mu);
   return MapLocked(reinterpret_cast<GntHandle*>(h), count, domids, refs, prot);
 }
@@ -441,7 +441,7 @@ int EvtUnmask(xenevtchn_handle* xh, evtchn_port_t port) {
 struct XsHandle {
   uint32_t domid;
   Flag flag;
-  std::set<std::pair<std::string, std::string>> watches;  // (path, token)
+  std::set<std::pair<std::string, std::string>> watches;   // (path, token)
   std::deque<std::pair<std::string, std::string>> events;  // (path, token)
 };
 
