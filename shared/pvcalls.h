@@ -56,6 +56,12 @@ inline constexpr uint32_t kExtMaxOptLen = 32;
 // the page or its process dies, so the other side learns at once.
 inline constexpr uint32_t kExtFrontAliveOffset = 16;
 inline constexpr uint32_t kExtBackAliveOffset = 17;
+inline void SetAliveByte(void* page, uint32_t offset) {
+  __atomic_store_n(static_cast<uint8_t*>(page) + offset, uint8_t{1}, __ATOMIC_RELEASE);
+}
+inline bool AliveByte(const void* page, uint32_t offset) {
+  return __atomic_load_n(static_cast<const uint8_t*>(page) + offset, __ATOMIC_ACQUIRE) != 0;
+}
 
 // Grant pages are 4 KiB (XEN_PAGE_SIZE) whatever the host's page size.
 inline constexpr size_t kPageSize = 4096;
@@ -232,6 +238,24 @@ inline void ArmWake(uint32_t* flag) {
 inline bool TakeWake(uint32_t* flag) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   return __atomic_exchange_n(flag, 0u, __ATOMIC_ACQ_REL) != 0;
+}
+// A pump loop found no data or no room: under the extension, arms `flag` the first time
+// and returns true (look once more); false when the loop should stop and wait.
+inline bool ArmOnce(bool ext, bool* armed, uint32_t* flag) {
+  if (!ext || *armed) return false;
+  ArmWake(flag);
+  *armed = true;
+  return true;
+}
+// After a pass that moved the index each flag is about (moved_a, moved_b): whether to
+// signal the peer. Standard PVCalls: whenever anything moved; extension: only for an
+// armed flag (each is taken).
+inline bool SignalAfterPass(bool ext, bool moved_a, uint32_t* flag_a, bool moved_b,
+                            uint32_t* flag_b) {
+  if (!ext) return moved_a || moved_b;
+  const bool a = moved_a && TakeWake(flag_a);
+  const bool b = moved_b && TakeWake(flag_b);
+  return a || b;
 }
 
 // Bytes of each of `in` and `out` for a ring of the given order (XEN_FLEX_RING_SIZE).

@@ -138,11 +138,12 @@ struct FSock {
 
 struct FrontStack::Impl {
   enum class Phase { kFind, kWaitInitWait, kWaitConnected, kConnected, kStopped };
+  // The whole response slot goes to every handler; only extension responses carry a
+  // payload (len checked <= 32 before the handler runs, 0 for standard commands).
+  using Handler = std::function<void(int32_t, const ExtResponse&)>;
   struct Pending {
     uint32_t cmd;
-    std::function<void(int32_t)> fn;
-    // Extension commands: the whole response slot, payload checked (len <= 32).
-    std::function<void(int32_t, const ExtResponse&)> ext_fn;
+    Handler fn;
   };
 
   XenApi api;
@@ -201,10 +202,11 @@ struct FrontStack::Impl {
   // The command ring.
   uint32_t FreeSlots() const { return pvcalls::kCommandRingSize - (req_prod_pvt - rsp_cons); }
   bool Send(Request r, std::function<void(int32_t)> fn);
-  bool SendExt(Request r, std::function<void(int32_t, const ExtResponse&)> fn);
-  bool Push(Request& r, Pending p);
-  int32_t CallSync(std::unique_lock<std::mutex>& lock, const Request& r);
-  int32_t CallSyncExt(std::unique_lock<std::mutex>& lock, const Request& r, ExtResponse* out);
+  bool SendExt(Request r, Handler fn);  // false without the extension
+  bool Push(Request& r, Handler fn);
+  // Sends and waits (bounded by call_timeout) for the answer; `out` gets the whole slot.
+  int32_t CallSync(std::unique_lock<std::mutex>& lock, const Request& r,
+                   ExtResponse* out = nullptr);
   void Collect();
   void OnTick();
   void OnEvtchn();
@@ -223,6 +225,7 @@ struct FrontStack::Impl {
   void Pass(FSock& s);
   void MaybeSendShutdown(FSock& s);
   int AskName(std::unique_lock<std::mutex>& lock, FSock& s, bool peer, pvcalls::InetAddr* out);
+  int Name(std::unique_lock<std::mutex>& lock, int fd, bool peer, sockaddr* addr, socklen_t* len);
   void Corrupt(FSock& s, const std::string& what);
   void Reset(FSock& s, int err);
   void MaybeRelease(FSock& s);
@@ -299,12 +302,8 @@ absl::Status FrontStack::Impl::Open() {
 
 void FrontStack::Impl::Loop() {
   epoll_event events[64];
+  bool again = false;  // sockets left in `busy`: poll without waiting
   while (!stopping.load()) {
-    bool again;
-    {
-      std::lock_guard lock(mu);
-      again = !busy.empty();
-    }
     const int n = epoll_wait(epoll_fd, events, 64, again ? 0 : static_cast<int>(kTick.count()));
     std::unique_lock lock(mu);
     for (int i = 0; i < n; ++i) {
@@ -340,6 +339,7 @@ void FrontStack::Impl::Loop() {
       }
     }
     OnTick();
+    again = !busy.empty();
     lock.unlock();
     cv.notify_all();
   }
@@ -386,10 +386,7 @@ bool FrontStack::Impl::ShareCommandRing() {
   std::memset(static_cast<void*>(sring), 0, pvcalls::kPageSize);
   sring->req_event = 1;  // SHARED_RING_INIT
   sring->rsp_event = 1;
-  if (ext) {
-    __atomic_store_n(reinterpret_cast<uint8_t*>(sring) + pvcalls::kExtFrontAliveOffset, 1,
-                     __ATOMIC_RELEASE);
-  }
+  if (ext) pvcalls::SetAliveByte(sring, pvcalls::kExtFrontAliveOffset);
   back_alive_seen = false;
   req_prod_pvt = rsp_cons = 0;
   return true;
@@ -481,13 +478,7 @@ void FrontStack::Impl::BackendGone(const std::string& reason) {
   // Every outstanding command fails: connects report ENETDOWN, waiters wake.
   auto pending = std::move(handlers);
   handlers.clear();
-  for (auto& [req_id, p] : pending) {
-    if (p.ext_fn) {
-      p.ext_fn(-ENETDOWN, ExtResponse{});
-    } else {
-      p.fn(-ENETDOWN);
-    }
-  }
+  for (auto& [req_id, p] : pending) p.fn(-ENETDOWN, ExtResponse{});
   std::vector<FSock*> all;
   for (auto& [ino, s] : socks) all.push_back(s.get());
   for (FSock* s : all) {
@@ -509,21 +500,18 @@ void FrontStack::Impl::BackendGone(const std::string& reason) {
 // ---- the command ring -----------------------------------------------------------------------
 
 bool FrontStack::Impl::Send(Request r, std::function<void(int32_t)> fn) {
-  return Push(r, Pending{r.cmd, std::move(fn), nullptr});
+  return Push(r, [fn = std::move(fn)](int32_t ret, const ExtResponse&) { fn(ret); });
 }
 
-bool FrontStack::Impl::SendExt(Request r, std::function<void(int32_t, const ExtResponse&)> fn) {
-  if (!ext) return false;
-  return Push(r, Pending{r.cmd, nullptr, std::move(fn)});
-}
+bool FrontStack::Impl::SendExt(Request r, Handler fn) { return ext && Push(r, std::move(fn)); }
 
-bool FrontStack::Impl::Push(Request& r, Pending p) {
+bool FrontStack::Impl::Push(Request& r, Handler fn) {
   if (phase != Phase::kConnected || sring == nullptr || FreeSlots() == 0) return false;
   r.req_id = next_req_id++;
   auto* slots = reinterpret_cast<uint8_t*>(sring) + sizeof(pvcalls::SringHeader);
   std::memcpy(slots + (req_prod_pvt & (pvcalls::kCommandRingSize - 1)) * pvcalls::kSlotSize, &r,
               sizeof(r));
-  handlers[r.req_id] = std::move(p);
+  handlers[r.req_id] = Pending{r.cmd, std::move(fn)};
   // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.
   const uint32_t old = req_prod_pvt;
   const uint32_t now = ++req_prod_pvt;
@@ -536,22 +524,14 @@ bool FrontStack::Impl::Push(Request& r, Pending p) {
   return true;
 }
 
-int32_t FrontStack::Impl::CallSync(std::unique_lock<std::mutex>& lock, const Request& r) {
-  auto result = std::make_shared<std::optional<int32_t>>();
-  if (!Send(r, [result](int32_t ret) { *result = ret; })) {
-    return phase == Phase::kConnected ? -ENOBUFS : -ENETDOWN;
-  }
-  const auto deadline = Clock::now() + opt.call_timeout;
-  cv.wait_until(lock, deadline, [&] { return result->has_value(); });
-  return result->has_value() ? **result : -ETIMEDOUT;
-}
-
-int32_t FrontStack::Impl::CallSyncExt(std::unique_lock<std::mutex>& lock, const Request& r,
-                                      ExtResponse* out) {
+int32_t FrontStack::Impl::CallSync(std::unique_lock<std::mutex>& lock, const Request& r,
+                                   ExtResponse* out) {
   auto result = std::make_shared<std::optional<std::pair<int32_t, ExtResponse>>>();
-  if (!SendExt(r, [result](int32_t ret, const ExtResponse& rsp) {
-        *result = std::make_pair(ret, rsp);
-      })) {
+  Handler fn = [result](int32_t ret, const ExtResponse& rsp) { *result = {ret, rsp}; };
+  Request copy = r;
+  const bool sent =
+      pvcalls::IsExtCommand(r.cmd) ? SendExt(copy, std::move(fn)) : Push(copy, std::move(fn));
+  if (!sent) {
     return phase == Phase::kConnected ? -ENOBUFS : -ENETDOWN;
   }
   const auto deadline = Clock::now() + opt.call_timeout;
@@ -566,10 +546,9 @@ void FrontStack::Impl::Collect() {
   if (ext) {
     // dom0 maps the page with an unmap notification: a zeroed alive byte means its
     // xsockd unmapped it or died (the event that woke us came with it).
-    const uint8_t alive = __atomic_load_n(
-        reinterpret_cast<const uint8_t*>(sring) + pvcalls::kExtBackAliveOffset, __ATOMIC_ACQUIRE);
-    if (alive != 0) back_alive_seen = true;
-    if (back_alive_seen && alive == 0) {
+    const bool alive = pvcalls::AliveByte(sring, pvcalls::kExtBackAliveOffset);
+    if (alive) back_alive_seen = true;
+    if (back_alive_seen && !alive) {
       ++stats.backend_unmaps;
       BackendGone("dom0 unmapped the command ring (its xsockd stopped or died)");
       return;
@@ -603,17 +582,15 @@ void FrontStack::Impl::Collect() {
       handlers.erase(it);
       // 0 or a negative errno; anything else is not PVCalls.
       int32_t ret = rsp.ret > 0 ? -EIO : rsp.ret;
-      if (p.ext_fn) {
-        if (full.len > sizeof(full.data)) {
-          Log(LogLevel::kWarn, "event=front_bad_response req_id={} cmd={} len={}", rsp.req_id,
-              rsp.cmd, full.len);
-          ret = -EIO;
-          full.len = 0;
-        }
-        p.ext_fn(ret, full);
-      } else {
-        p.fn(ret);
+      if (!pvcalls::IsExtCommand(rsp.cmd)) {
+        full.len = 0;  // standard responses end after 24 bytes
+      } else if (full.len > sizeof(full.data)) {
+        Log(LogLevel::kWarn, "event=front_bad_response req_id={} cmd={} len={}", rsp.req_id,
+            rsp.cmd, full.len);
+        ret = -EIO;
+        full.len = 0;
       }
+      p.fn(ret, full);
       if (phase != Phase::kConnected) return;
     }
     // RING_FINAL_CHECK_FOR_RESPONSES: ask for an event at the next response, re-check.
@@ -984,11 +961,9 @@ void FrontStack::Impl::Pass(FSock& s) {
           s, fmt::format("in_prod {} (in_cons {}, ring {} bytes)", prod, r.in_cons, r.bytes));
     }
     if (avail == 0) {
-      if (!ext || armed_in) break;
       // Empty: ask for an event at dom0's next byte, then look once more.
-      pvcalls::ArmWake(&r.intf->ext_fe_in_wake);
-      armed_in = true;
-      continue;
+      if (pvcalls::ArmOnce(ext, &armed_in, &r.intf->ext_fe_in_wake)) continue;
+      break;
     }
     if (s.in_finished || s.a_gone) {
       // Nobody will read these: consume them so that dom0 is not held up.
@@ -1049,10 +1024,8 @@ void FrontStack::Impl::Pass(FSock& s) {
     if (room == 0) {
       // dom0's event after it consumed brings us back; under the extension only if asked
       // for, then a last look.
-      if (!ext || armed_out) break;
-      pvcalls::ArmWake(&r.intf->ext_fe_out_room_wake);
-      armed_out = true;
-      continue;
+      if (pvcalls::ArmOnce(ext, &armed_out, &r.intf->ext_fe_out_room_wake)) continue;
+      break;
     }
     const pvcalls::Regions reg = pvcalls::RingRegions(r.out_prod, room, r.bytes);
     uint8_t* out = r.data + r.bytes;
@@ -1082,14 +1055,8 @@ void FrontStack::Impl::Pass(FSock& s) {
     s.out_finished = true;
   }
   // Standard PVCalls: an event after every update; extension: only for what dom0 armed.
-  bool notify = false;
-  if (!ext) {
-    notify = consumed_in || produced_out;
-  } else {
-    if (consumed_in && pvcalls::TakeWake(&r.intf->ext_be_in_room_wake)) notify = true;
-    if (produced_out && pvcalls::TakeWake(&r.intf->ext_be_out_data_wake)) notify = true;
-  }
-  if (notify) {
+  if (pvcalls::SignalAfterPass(ext, consumed_in, &r.intf->ext_be_in_room_wake, produced_out,
+                               &r.intf->ext_be_out_data_wake)) {
     api.evtchn_notify(evt, r.port);
     ++stats.events_to_dom0;
   }
@@ -1404,7 +1371,7 @@ int FrontStack::Impl::AskName(std::unique_lock<std::mutex>& lock, FSock& s, bool
   r.cmd = peer ? pvcalls::kCmdExtGetPeerName : pvcalls::kCmdExtGetSockName;
   r.u.ext_name.id = s.id;
   ExtResponse rsp{};
-  const int32_t ret = CallSyncExt(lock, r, &rsp);
+  const int32_t ret = CallSync(lock, r, &rsp);
   if (ret != 0) return pvcalls::FromWireErrno(ret);
   const auto a = pvcalls::FromSockaddr(rsp.data, rsp.len, true);
   if (!a) return EIO;
@@ -1412,50 +1379,42 @@ int FrontStack::Impl::AskName(std::unique_lock<std::mutex>& lock, FSock& s, bool
   return 0;
 }
 
-int FrontStack::GetSockName(int fd, sockaddr* addr, socklen_t* len) {
-  std::unique_lock lock(impl_->mu);
-  FSock* s = impl_->Find(fd);
+// getsockname (peer false) and getpeername: dom0's answer under the extension, kept once it
+// cannot change (connected; listening, for the local name); else what this side recorded.
+int FrontStack::Impl::Name(std::unique_lock<std::mutex>& lock, int fd, bool peer, sockaddr* addr,
+                           socklen_t* len) {
+  FSock* s = Find(fd);
   if (s == nullptr) return EBADF;
-  if (s->local_exact) return CopyName(s->local, addr, len);
+  if (peer && (!s->has_peer || s->state != FSock::State::kConnected)) return ENOTCONN;
+  if (peer ? s->peer_exact : s->local_exact) return CopyName(peer ? s->peer : s->local, addr, len);
   const uint64_t id = s->id;
   pvcalls::InetAddr name;
-  if (impl_->AskName(lock, *s, false, &name) == 0) {
-    auto it = impl_->by_id.find(id);
-    if (it != impl_->by_id.end()) {
-      FSock& f = *it->second;
-      f.local = name;
-      f.local_exact = f.state == FSock::State::kConnected || f.state == FSock::State::kListening;
-    }
+  const int err = AskName(lock, *s, peer, &name);
+  // The call waited without the lock: look the socket up again.
+  auto it = by_id.find(id);
+  if (it == by_id.end()) return EBADF;
+  FSock& f = *it->second;
+  if (err == 0) {
+    const bool fixed =
+        f.state == FSock::State::kConnected || (!peer && f.state == FSock::State::kListening);
+    (peer ? f.peer : f.local) = name;
+    (peer ? f.peer_exact : f.local_exact) = fixed;
     return CopyName(name, addr, len);
   }
-  s = impl_->Find(fd);
-  if (s == nullptr) return EBADF;
-  pvcalls::InetAddr local = s->local;
-  local.family = static_cast<uint16_t>(s->domain);  // unbound, or connected: v1 does not say
+  if (peer) return err == ENOTCONN ? ENOTCONN : CopyName(f.peer, addr, len);
+  pvcalls::InetAddr local = f.local;
+  local.family = static_cast<uint16_t>(f.domain);  // unbound, or connected: v1 does not say
   return CopyName(local, addr, len);
+}
+
+int FrontStack::GetSockName(int fd, sockaddr* addr, socklen_t* len) {
+  std::unique_lock lock(impl_->mu);
+  return impl_->Name(lock, fd, false, addr, len);
 }
 
 int FrontStack::GetPeerName(int fd, sockaddr* addr, socklen_t* len) {
   std::unique_lock lock(impl_->mu);
-  FSock* s = impl_->Find(fd);
-  if (s == nullptr) return EBADF;
-  if (!s->has_peer || s->state != FSock::State::kConnected) return ENOTCONN;
-  if (s->peer_exact) return CopyName(s->peer, addr, len);
-  const uint64_t id = s->id;
-  pvcalls::InetAddr name;
-  const int err = impl_->AskName(lock, *s, true, &name);
-  if (err == 0) {
-    auto it = impl_->by_id.find(id);
-    if (it != impl_->by_id.end()) {
-      it->second->peer = name;
-      it->second->peer_exact = it->second->state == FSock::State::kConnected;
-    }
-    return CopyName(name, addr, len);
-  }
-  s = impl_->Find(fd);
-  if (s == nullptr) return EBADF;
-  if (err == ENOTCONN) return ENOTCONN;
-  return CopyName(s->peer, addr, len);
+  return impl_->Name(lock, fd, true, addr, len);
 }
 
 int FrontStack::Shutdown(int fd, int how) {
@@ -1476,11 +1435,10 @@ int FrontStack::Shutdown(int fd, int how) {
     m.SendExt(r, [](int32_t, const ExtResponse&) {});
   }
   if ((how == SHUT_WR || how == SHUT_RDWR) && !s->shut_wr_wanted) {
-    // `b` reads EOF after the last byte; the front thread then sends SHUTDOWN(SHUT_WR).
+    // `b` reads EOF after the last byte (its epoll edge wakes the front thread), which
+    // then sends SHUTDOWN(SHUT_WR).
     s->shut_wr_wanted = true;
     ::shutdown(fd, SHUT_WR);
-    const uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = write(m.wake_fd, &one, sizeof(one));
   }
   return 0;
 }
@@ -1506,7 +1464,7 @@ int FrontStack::SetSockOpt(int fd, int level, int name, const void* value, sockl
   r.u.ext_sockopt.name = static_cast<uint32_t>(name);
   r.u.ext_sockopt.len = len;
   std::memcpy(r.u.ext_sockopt.value, value, len);
-  const int32_t ret = m.CallSyncExt(lock, r, nullptr);
+  const int32_t ret = m.CallSync(lock, r);
   return ret == 0 ? 0 : pvcalls::FromWireErrno(ret);
 }
 
@@ -1547,7 +1505,7 @@ int FrontStack::GetSockOpt(int fd, int level, int name, void* value, socklen_t* 
     r.u.ext_sockopt.name = static_cast<uint32_t>(name);
     r.u.ext_sockopt.len = std::min<uint32_t>(*len, pvcalls::kExtMaxOptLen);
     ExtResponse rsp{};
-    const int32_t ret = m.CallSyncExt(lock, r, &rsp);
+    const int32_t ret = m.CallSync(lock, r, &rsp);
     if (ret != 0) return pvcalls::FromWireErrno(ret);
     const socklen_t n = std::min<socklen_t>(*len, rsp.len);
     std::memcpy(value, rsp.data, n);

@@ -140,6 +140,8 @@ struct XenBackend::Impl {
   uint64_t next_serial = 1;
   mutable std::mutex stats_mu;
   XenBackendStats stats;
+  // Counted on every data-ring event: kept out of stats_mu, merged by Stats().
+  std::atomic<uint64_t> data_events{0};
 
   ~Impl();
   absl::Status Open();
@@ -463,10 +465,7 @@ bool XenBackend::Impl::ConnectFrontend(Frontend& fe) {
     Publish(fe, XenbusState::kClosing);
     return false;
   }
-  if (fe.ext) {
-    __atomic_store_n(static_cast<uint8_t*>(page) + pvcalls::kExtBackAliveOffset, 1,
-                     __ATOMIC_RELEASE);
-  }
+  if (fe.ext) pvcalls::SetAliveByte(page, pvcalls::kExtBackAliveOffset);
   fe.ring_page = page;
   fe.port = static_cast<uint32_t>(local);
   ports[fe.port] = {fe.domid, 0};
@@ -571,9 +570,7 @@ void XenBackend::Impl::OnHost(uint64_t serial, uint32_t events) {
 // ---- the command ring ---------------------------------------------------------------------
 
 void XenBackend::Impl::ServeCommands(Frontend& fe) {
-  if (fe.ext &&
-      __atomic_load_n(static_cast<const uint8_t*>(fe.ring_page) + pvcalls::kExtFrontAliveOffset,
-                      __ATOMIC_ACQUIRE) == 0) {
+  if (fe.ext && !pvcalls::AliveByte(fe.ring_page, pvcalls::kExtFrontAliveOffset)) {
     // The frontend shared the page with an unmap notification: it unmapped it or its
     // process died. Its sockets go now; a new frontend starts from Initialising.
     Log(LogLevel::kInfo, "event=frontend_gone domid={} reason={}", fe.domid,
@@ -1127,11 +1124,9 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
       return false;
     }
     if (*filled == 0) {
-      if (!fe.ext || armed_out) break;
       // Nothing to send: ask for an event at the frontend's next byte, then look again.
-      pvcalls::ArmWake(&s.intf->ext_be_out_data_wake);
-      armed_out = true;
-      continue;
+      if (pvcalls::ArmOnce(fe.ext, &armed_out, &s.intf->ext_be_out_data_wake)) continue;
+      break;
     }
     const pvcalls::Regions reg = pvcalls::RingRegions(s.out_cons, *filled, s.ring_bytes);
     uint8_t* out = s.data + s.ring_bytes;
@@ -1187,10 +1182,8 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
     if (*room == 0) {
       // The frontend's read (and its event) brings us back; under the extension only if
       // asked for, then a last look.
-      if (!fe.ext || armed_in) break;
-      pvcalls::ArmWake(&s.intf->ext_be_in_room_wake);
-      armed_in = true;
-      continue;
+      if (pvcalls::ArmOnce(fe.ext, &armed_in, &s.intf->ext_be_in_room_wake)) continue;
+      break;
     }
     const pvcalls::Regions reg = pvcalls::RingRegions(s.in_prod, *room, s.ring_bytes);
     iovec iov[2] = {{s.data + reg.first_offset, reg.first_len}, {s.data, reg.second_len}};
@@ -1218,17 +1211,11 @@ bool XenBackend::Impl::Pass(XenSocket& s) {
   // Standard PVCalls: the frontend expects an event after every update (Linux's
   // pvcalls-front sleeps until one comes); one per pass, never per byte. Extension: only
   // for what the frontend armed a flag for, and for the error words.
-  bool notify = error_set;
-  if (!fe.ext) {
-    notify = notify || consumed_out || produced_in;
-  } else {
-    if (produced_in && pvcalls::TakeWake(&s.intf->ext_fe_in_wake)) notify = true;
-    if (consumed_out && pvcalls::TakeWake(&s.intf->ext_fe_out_room_wake)) notify = true;
-  }
-  if (notify) {
+  const bool signal = pvcalls::SignalAfterPass(fe.ext, produced_in, &s.intf->ext_fe_in_wake,
+                                               consumed_out, &s.intf->ext_fe_out_room_wake);
+  if (signal || error_set) {
     api.evtchn_notify(evt, s.port);
-    std::lock_guard lock(stats_mu);
-    ++stats.data_events;
+    data_events.fetch_add(1, std::memory_order_relaxed);
   }
   return true;
 }
@@ -1261,6 +1248,7 @@ void XenBackend::Stop() {
 XenBackendStats XenBackend::Stats() const {
   std::lock_guard lock(impl_->stats_mu);
   XenBackendStats s = impl_->stats;
+  s.data_events = impl_->data_events.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -100,6 +100,13 @@ uint64_t ExpectedHash(size_t n) {
   return h;
 }
 
+// MB/s from `start` to the sink's last byte, once the sink got all `n` bytes, unchanged.
+double CheckedRate(const Sink& sink, Clock::time_point start, size_t n) {
+  REQUIRE(sink.got == n);
+  REQUIRE(sink.hash == ExpectedHash(n));
+  return static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+}
+
 // app -> xsockd (whatever host stack is installed) -> TCP -> sink; MB/s.
 double ThroughXsockd(TestServer& server) {
   Control ctl(server.path());
@@ -120,9 +127,7 @@ double ThroughXsockd(TestServer& server) {
       REQUIRE(app->WriteAll(Block().data(), std::min(kChunk, n - sent), 30000));
     }
   }
-  REQUIRE(sink.got == n);
-  REQUIRE(sink.hash == ExpectedHash(n));
-  return static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+  return CheckedRate(sink, start, n);
 }
 
 // One run: the rate, and the data-ring events both sides sent per MiB (-1: no Xen path).
@@ -207,10 +212,8 @@ Result DirectWith(bool ext) {
     }
     REQUIRE(sent == n);
   }
-  REQUIRE(sink.got == n);
-  REQUIRE(sink.hash == ExpectedHash(n));
   Result r;
-  r.mbs = static_cast<double>(n) / 1e6 / std::chrono::duration<double>(sink.done - start).count();
+  r.mbs = CheckedRate(sink, start, n);
   r.events_per_mib = PerMib(dom0.backend->Stats().data_events + f.data_notifies() - before);
   REQUIRE(f.Release(1) == 0);
   return r;

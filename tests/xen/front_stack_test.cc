@@ -354,10 +354,8 @@ TEST_CASE("front ext: socket names and options come from dom0's real socket", "[
   CHECK(peername.addr == listener.Addr());
 }
 
-TEST_CASE("front ext: a listener through dom0 knows its port and who connected", "[front][ext]") {
-  World w;
-  REQUIRE(w.front->Extension());
-  FrontStack& f = *w.front;
+// A listener made through the front's HostStack calls: 127.0.0.1, port 0, backlog 4.
+UniqueFd ListenOnLoopback(FrontStack& f) {
   UniqueFd l(f.Socket(AF_INET));
   REQUIRE(l.valid());
   sockaddr_in any{};
@@ -365,6 +363,14 @@ TEST_CASE("front ext: a listener through dom0 knows its port and who connected",
   any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(f.Bind(l.get(), reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0);
   REQUIRE(f.Listen(l.get(), 4) == 0);
+  return l;
+}
+
+TEST_CASE("front ext: a listener through dom0 knows its port and who connected", "[front][ext]") {
+  World w;
+  REQUIRE(w.front->Extension());
+  FrontStack& f = *w.front;
+  UniqueFd l = ListenOnLoopback(f);
   sockaddr_in bound{};
   socklen_t len = sizeof(bound);
   REQUIRE(f.GetSockName(l.get(), reinterpret_cast<sockaddr*>(&bound), &len) == 0);
@@ -388,13 +394,7 @@ TEST_CASE("front ext: a listener through dom0 knows its port and who connected",
 void ReleaseListeners(World& w, int n) {
   FrontStack& f = *w.front;
   for (int i = 0; i < n; ++i) {
-    UniqueFd l(f.Socket(AF_INET));
-    REQUIRE(l.valid());
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(f.Bind(l.get(), reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0);
-    REQUIRE(f.Listen(l.get(), 4) == 0);
+    UniqueFd l = ListenOnLoopback(f);
   }  // closed: the front releases it
   REQUIRE(Eventually([&] { return f.Stats().live_sockets == 0; }));
 }

@@ -112,10 +112,7 @@ bool TestFront::Connect() {
   std::memset(sring_, 0, pvcalls::kPageSize);
   sring_->req_event = 1;  // SHARED_RING_INIT
   sring_->rsp_event = 1;
-  if (request_extension) {
-    __atomic_store_n(reinterpret_cast<uint8_t*>(sring_) + pvcalls::kExtFrontAliveOffset, 1,
-                     __ATOMIC_RELEASE);
-  }
+  if (request_extension) pvcalls::SetAliveByte(sring_, pvcalls::kExtFrontAliveOffset);
   auto w = [&](const std::string& k, const std::string& v) {
     api_.xs_write(xs_, XBT_NULL, (front_path_ + "/" + k).c_str(), v.data(),
                   static_cast<unsigned>(v.size()));
